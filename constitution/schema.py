@@ -1,0 +1,290 @@
+"""The principle file format (schema version 1) as frozen pydantic models.
+
+A file is a :class:`Constitution`: metadata, optional ``include`` entries that
+compose other files, optional prompt ``templates`` and a list of
+:class:`Principle`. Every model forbids unknown keys. ``principles/README.md``
+is the guide for authors; the JSON Schema (``cai principles schema``) is
+generated from these classes, so the field descriptions here are what editors
+show.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Annotated, Any, Literal
+
+import jinja2
+import jinja2.meta
+import jinja2.nodes
+import jinja2.sandbox
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    PrivateAttr,
+    field_validator,
+    model_validator,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import PydanticCustomError, core_schema
+
+from constitution.errors import did_you_mean
+from constitution.taxonomy import TAGS
+
+SCHEMA_VERSION = 1
+
+_SLUG = re.compile(r"^[a-z0-9]+(?:[-_][a-z0-9]+)*$")
+
+TEMPLATE_VARIABLES: dict[str, frozenset[str]] = {
+    "critique": frozenset({"conversation", "response", "request", "principle", "examples"}),
+    "revision": frozenset({"conversation", "response", "critique", "request", "principle", "examples"}),
+    "comparison": frozenset({"conversation", "response_a", "response_b", "question", "principle"}),
+}
+"""Variables each prompt template may use; anything else is a validation error."""
+
+TEMPLATE_FILTERS = frozenset({"quote", "transcript"})
+"""Filters that ``engine.prompts`` adds to Jinja2's built-in ones."""
+
+
+def _slug(value: str) -> str:
+    if not _SLUG.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid id: use lowercase letters and digits, "
+            "with - or _ between words (for example 'no-weapon-synthesis')"
+        )
+    return value
+
+
+def _tag(value: str) -> str:
+    if value not in TAGS:
+        raise ValueError(
+            f"unknown tag {value!r}{did_you_mean(value, TAGS)} (the tags are listed in principles/README.md)"
+        )
+    return value
+
+
+def _text(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+Slug = Annotated[str, AfterValidator(_slug), Field(json_schema_extra={"pattern": _SLUG.pattern})]
+Tag = Annotated[str, AfterValidator(_tag), Field(json_schema_extra={"enum": sorted(TAGS)})]
+Text = Annotated[str, AfterValidator(_text), Field(min_length=1)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class Message(_Model):
+    """One turn of a conversation."""
+
+    role: Literal["system", "user", "assistant"] = Field(description="Who speaks: system, user or assistant.")
+    content: Text = Field(description="What was said.")
+
+
+class Example(_Model):
+    """A few-shot example: a conversation, its ideal critique and revision."""
+
+    conversation: list[Message] = Field(
+        min_length=2,
+        description="The conversation; it ends with the assistant response that is critiqued.",
+    )
+    critique: Text = Field(description="The ideal critique of the last assistant message under the principle.")
+    revision: Text | None = Field(
+        default=None,
+        description="The ideal rewrite of the last assistant message. Leave it out when nothing needs to change.",
+    )
+
+    @model_validator(mode="after")
+    def _check_conversation(self) -> Example:
+        roles = [m.role for m in self.conversation]
+        if roles[-1] != "assistant":
+            raise ValueError("the conversation must end with the assistant response that is critiqued")
+        if "user" not in roles:
+            raise ValueError("the conversation needs at least one user message")
+        if "system" in roles[1:]:
+            raise ValueError("a system message may only come first")
+        return self
+
+    @property
+    def needs_change(self) -> bool:
+        """Whether the revision differs from the critiqued response."""
+        return self.revision is not None and self.revision != self.conversation[-1].content
+
+    @property
+    def revised(self) -> str:
+        """The response after revision (the original one when nothing changes)."""
+        return self.conversation[-1].content if self.revision is None else self.revision
+
+
+class Principle(_Model):
+    """One rule of the constitution, with the three prompts that apply it."""
+
+    id: Slug = Field(description="Stable identifier (slug), unique in the composed constitution.")
+    title: Text = Field(description="Short human-readable title.")
+    tags: list[Tag] = Field(min_length=1, description="Categories from the fixed taxonomy (principles/README.md).")
+    weight: float = Field(default=1.0, gt=0, description="Relative weight when principles are sampled.")
+    critique_request: Text = Field(
+        description="Asks the critic to find where the assistant's last response breaks this principle."
+    )
+    revision_request: Text = Field(description="Asks the model to rewrite its response to fix what the critique found.")
+    comparison_question: Text = Field(
+        description="Asks the judge which of two responses better follows this principle."
+    )
+    examples: list[Example] = Field(default_factory=list, description="Optional few-shot examples.")
+
+    @field_validator("tags")
+    @classmethod
+    def _unique_tags(cls, tags: list[str]) -> list[str]:
+        if len(set(tags)) != len(tags):
+            raise ValueError("a tag is listed twice")
+        return tags
+
+
+class Selector(_Model):
+    """Principles picked by id or by tag (a principle matches if either matches)."""
+
+    ids: list[Slug] = Field(default_factory=list, description="Principle ids.")
+    tags: list[Tag] = Field(default_factory=list, description="Taxonomy tags.")
+
+    def matches(self, principle: Principle) -> bool:
+        """Whether the principle has one of the ids or one of the tags."""
+        return principle.id in self.ids or any(t in self.tags for t in principle.tags)
+
+
+class Include(_Model):
+    """Another constitution composed into this one."""
+
+    path: Text = Field(
+        description="A builtin name (e.g. 'harmlessness'), or a path ending in .yaml/.yml relative to this file."
+    )
+    select: Selector | None = Field(default=None, description="Keep only these principles.")
+    exclude: Selector | None = Field(default=None, description="Drop these principles.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        return {"path": value} if isinstance(value, str) else value
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return {"anyOf": [{"type": "string"}, handler(schema)]}
+
+
+_SANDBOX = jinja2.sandbox.ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined)
+
+
+class Templates(_Model):
+    """Replacements for the built-in Jinja2 prompt templates (rendered in a sandbox)."""
+
+    critique: str | None = Field(default=None, description="Template of the critique prompt.")
+    revision: str | None = Field(default=None, description="Template of the revision prompt.")
+    comparison: str | None = Field(default=None, description="Template of the judge's comparison prompt.")
+
+    @field_validator("critique", "revision", "comparison")
+    @classmethod
+    def _known_variables(cls, source: str | None, info: Any) -> str | None:
+        if source is None:
+            return None
+        try:
+            ast = _SANDBOX.parse(source)
+        except jinja2.TemplateSyntaxError as exc:
+            raise ValueError(f"Jinja2 syntax error on template line {exc.lineno}: {exc.message}") from None
+        filters = {node.name for node in ast.find_all(jinja2.nodes.Filter)}
+        unknown_filters = sorted(filters - TEMPLATE_FILTERS - set(_SANDBOX.filters))
+        if unknown_filters:
+            raise ValueError(
+                f"unknown filter {unknown_filters[0]!r}{did_you_mean(unknown_filters[0], TEMPLATE_FILTERS)}"
+            )
+        allowed = TEMPLATE_VARIABLES[info.field_name]
+        unknown = sorted(jinja2.meta.find_undeclared_variables(ast) - allowed - set(_SANDBOX.globals))
+        if unknown:
+            raise ValueError(
+                f"unknown variable {unknown[0]!r}{did_you_mean(unknown[0], allowed)}; "
+                f"this template may use: {', '.join(sorted(allowed))}"
+            )
+        return source
+
+
+class Constitution(_Model):
+    """A constitution file, or (after :func:`constitution.load`) a composed constitution."""
+
+    model_config = ConfigDict(title="Constitution")
+
+    schema_version: Literal[1] = Field(description="Version of this file format; always 1 for now.")
+    id: Slug = Field(description="Identifier of the constitution (slug).")
+    name: Text = Field(description="Human-readable name.")
+    description: Text = Field(description="What this constitution is for.")
+    version: Text = Field(description="Version of the constitution's content, e.g. '1.0.0' (a string).")
+    license: str | None = Field(default=None, description="License of the texts, e.g. 'CC-BY-4.0'.")
+    authors: list[str] = Field(default_factory=list, description="Who wrote it.")
+    include: list[Include] = Field(default_factory=list, description="Other constitutions to compose into this one.")
+    templates: Templates | None = Field(default=None, description="Prompt templates replacing the built-in ones.")
+    examples: list[Example] = Field(
+        default_factory=list, description="Few-shot examples for principles of this file that have none of their own."
+    )
+    principles: list[Principle] = Field(default_factory=list, description="The principles.")
+
+    _sources: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @field_validator("principles")
+    @classmethod
+    def _unique_ids(cls, principles: list[Principle]) -> list[Principle]:
+        first: dict[str, int] = {}
+        for i, p in enumerate(principles):
+            if p.id in first:
+                raise PydanticCustomError(
+                    "duplicate_id",
+                    "duplicate principle id {id!r} (first used by principles[{first}])",
+                    {"id": p.id, "first": first[p.id], "index": i},
+                )
+            first[p.id] = i
+        return principles
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Constitution:
+        if not self.principles and not self.include:
+            raise ValueError("a constitution needs at least one principle or one include")
+        return self
+
+    def principle(self, principle_id: str) -> Principle:
+        """Return the principle with this id.
+
+        Raises:
+            KeyError: With a "did you mean" hint when the id is unknown.
+        """
+        for p in self.principles:
+            if p.id == principle_id:
+                return p
+        raise KeyError(f"no principle {principle_id!r}{did_you_mean(principle_id, [p.id for p in self.principles])}")
+
+    def source_of(self, principle_id: str) -> str | None:
+        """The file a principle was loaded from, when known."""
+        return self._sources.get(principle_id)
+
+    @property
+    def content_hash(self) -> str:
+        """sha256 of the canonical JSON form: same rules, same hash, whatever the formatting."""
+        canonical = json.dumps(
+            self.model_dump(mode="json", exclude={"include"}),
+            sort_keys=True,
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of principle files, for editors and other tools."""
+    schema = Constitution.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    return schema

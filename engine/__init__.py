@@ -1,0 +1,1 @@
+"""How the rules are applied: prompt templates, the critique loop, the judge, the CLI."""

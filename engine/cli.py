@@ -1,0 +1,309 @@
+"""The ``cai`` command line.
+
+Only ``click`` is imported at start-up; each command imports what it needs, so
+``cai principles ...`` never loads torch, transformers or trl and answers fast
+enough for an editor or a pre-commit hook.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
+
+import click
+
+if TYPE_CHECKING:
+    from constitution import Constitution, ConstitutionError, Principle
+
+SAMPLE_CONVERSATION = [
+    {"role": "user", "content": "My neighbour's dog barks all night. How can I make it stop for good?"},
+]
+SAMPLE_RESPONSE = (
+    "You could talk to your neighbour first, keep a log of the noise, and contact your local council's "
+    "noise team if it goes on."
+)
+SAMPLE_CRITIQUE = "(the critic's reply to the critique prompt above goes here)"
+SAMPLE_REVISION = "(the policy's reply to the revision prompt above goes here)"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="cai-engine", prog_name="cai")
+def cli() -> None:
+    """Constitutional AI self-critique engine.
+
+    Principles written in YAML drive critique-and-revise loops over a language
+    model; the results become AI-feedback preference data for RLAIF and DPO.
+
+    Start with the shipped constitution:
+
+    \b
+        cai principles validate principles/
+        cai principles show default
+        cai principles show default --principle violent-crime --render
+    """
+
+
+@cli.group()
+def principles() -> None:
+    """Author, check and preview principle files (constitutions).
+
+    A constitution is a YAML file of principles; each has a critique request,
+    a revision request and a comparison question for the judge. Builtin names
+    (default, harmlessness, helpfulness) work wherever a path does. The authoring
+    guide is principles/README.md.
+    """
+
+
+def _fail(error: ConstitutionError) -> NoReturn:
+    for problem in error.problems:
+        click.echo(str(problem), err=True)
+    sys.exit(1)
+
+
+@principles.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option("-q", "--quiet", is_flag=True, help="Print problems only, no line per valid file.")
+def validate(paths: tuple[str, ...], quiet: bool) -> None:
+    """Check principle files (or folders of them, or builtin names).
+
+    Prints one line per problem as FILE:LINE: FIELD: MESSAGE and exits 1 if
+    any file is invalid, 0 if all are valid. Includes are followed and checked.
+
+    \b
+    Examples:
+        cai principles validate principles/
+        cai principles validate my_rules.yaml other.yaml
+    """
+    from constitution import ConstitutionError, Problem, iter_files, load
+    from constitution.loader import resolve_source
+
+    files: list[Path] = []
+    problems: list[Problem] = []
+    for raw in paths:
+        try:
+            path = resolve_source(raw)
+        except ConstitutionError as exc:
+            problems.extend(exc.problems)
+            continue
+        if not path.exists():
+            problems.append(Problem(raw, "no such file or folder"))
+            continue
+        found = list(iter_files([path]))
+        if not found:
+            problems.append(Problem(raw, "no .yaml or .yml files in this folder"))
+        files.extend(found)
+
+    seen = {str(p) for p in problems}
+    for file in dict.fromkeys(files):
+        try:
+            constitution = load(file)
+        except ConstitutionError as exc:
+            for problem in exc.problems:
+                if str(problem) not in seen:
+                    seen.add(str(problem))
+                    problems.append(problem)
+            continue
+        if not quiet:
+            n = len(constitution.principles)
+            click.echo(f"ok  {file}  ({n} principle{'s' * (n != 1)}, sha256 {constitution.content_hash[:12]})")
+    for problem in problems:
+        click.echo(str(problem))
+    if problems:
+        n, where = len(problems), len({p.file for p in problems})
+        click.echo(f"{n} problem{'s' * (n != 1)} in {where} file{'s' * (where != 1)}", err=True)
+        sys.exit(1)
+
+
+@principles.command()
+@click.argument("source")
+@click.option("-p", "--principle", "principle_id", help="Show this principle in full.")
+@click.option("--render", is_flag=True, help="Print the critique, revision and judge prompts the model would see.")
+@click.option("--prompt", help="User message of the sample conversation for --render.")
+@click.option("--response", help="Assistant response to critique for --render.")
+def show(source: str, principle_id: str | None, render: bool, prompt: str | None, response: str | None) -> None:
+    """Summarise a constitution, or preview its prompts with --render.
+
+    SOURCE is a file or a builtin name. Without --principle, --render prints the
+    prompts for every principle. The sample conversation is the principle's
+    first few-shot example when it has one, a built-in sample otherwise, or
+    the one you give with --prompt and --response.
+
+    \b
+    Examples:
+        cai principles show default
+        cai principles show harmlessness -p privacy-doxxing --render
+        cai principles show my.yaml --render --prompt "How do I pick a lock?" --response "..."
+    """
+    from constitution import ConstitutionError, load
+
+    try:
+        constitution = load(source)
+    except ConstitutionError as exc:
+        _fail(exc)
+    selected = constitution.principles
+    if principle_id:
+        try:
+            selected = [constitution.principle(principle_id)]
+        except KeyError as exc:
+            click.echo(f"{source}: {exc.args[0]}", err=True)
+            sys.exit(1)
+    if render:
+        for p in selected:
+            _render(constitution, p, prompt, response)
+    elif principle_id:
+        _describe(constitution, selected[0])
+    else:
+        _summarise(constitution)
+
+
+def _summarise(c: Constitution) -> None:
+    click.secho(f"{c.name} ({c.id}) version {c.version}", bold=True)
+    click.echo(f"sha256 {c.content_hash}")
+    click.echo(c.description.strip())
+    sources = Counter(c.source_of(p.id) for p in c.principles)
+    origin = ", ".join(f"{n} from {s}" for s, n in sources.items())
+    click.echo(f"\n{len(c.principles)} principles ({origin}):")
+    width = max(len(p.id) for p in c.principles)
+    for p in c.principles:
+        examples = f"  [{len(p.examples)} ex]" if p.examples else ""
+        click.echo(f"  {p.id:<{width}}  w={p.weight:<4g} {p.title}{examples}")
+        click.secho(f"  {'':<{width}}  tags: {', '.join(p.tags)}", dim=True)
+    tags = Counter(t for p in c.principles for t in p.tags)
+    click.echo("\ntags: " + ", ".join(f"{t} {n}" for t, n in sorted(tags.items())))
+    if c.templates:
+        click.echo("custom templates: " + ", ".join(c.templates.model_dump(exclude_none=True)))
+
+
+def _describe(c: Constitution, p: Principle) -> None:
+    click.secho(f"{p.id}: {p.title}", bold=True)
+    click.echo(f"from {c.source_of(p.id)}; tags {', '.join(p.tags)}; weight {p.weight:g}")
+    for label, text in (
+        ("critique request", p.critique_request),
+        ("revision request", p.revision_request),
+        ("comparison question", p.comparison_question),
+    ):
+        click.secho(f"\n{label}:", bold=True)
+        click.echo(text.strip())
+    for i, ex in enumerate(p.examples, 1):
+        click.secho(f"\nexample {i} ({'revised' if ex.needs_change else 'nothing to change'}):", bold=True)
+        for m in ex.conversation:
+            click.echo(f"  {m.role}: {m.content.strip()}")
+        click.echo(f"  critique: {ex.critique.strip()}")
+        if ex.needs_change:
+            click.echo(f"  revision: {ex.revised.strip()}")
+
+
+def _render(c: Constitution, p: Principle, prompt: str | None, response: str | None) -> None:
+    from engine.prompts import comparison_prompt, critique_prompt, revision_prompt
+
+    if prompt or response or not p.examples:
+        conversation = [{"role": "user", "content": prompt}] if prompt else SAMPLE_CONVERSATION
+        answer = response or SAMPLE_RESPONSE
+    else:
+        chat = [m.model_dump() for m in p.examples[0].conversation]
+        conversation, answer = chat[:-1], chat[-1]["content"]
+    steps = {
+        "critique": critique_prompt(p, conversation, answer, c),
+        "revision": revision_prompt(p, conversation, answer, SAMPLE_CRITIQUE, c),
+        "judge": comparison_prompt(p, conversation, answer, SAMPLE_REVISION, c),
+    }
+    for step, chat in steps.items():
+        click.secho(f"===== {step} prompt · principle {p.id} =====", bold=True)
+        for message in chat:
+            click.secho(f"[{message['role']}]", fg="cyan")
+            click.echo(message["content"])
+        click.echo()
+
+
+@principles.command()
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to this file.")
+def schema(output: Path | None) -> None:
+    """Print the JSON Schema of principle files (for editor autocompletion).
+
+    Point your editor at it, e.g. with a first line in the YAML file:
+
+    \b
+        # yaml-language-server: $schema=./constitution.schema.json
+    """
+    from constitution import json_schema
+
+    text = json.dumps(json_schema(), indent=2, ensure_ascii=False) + "\n"
+    if output:
+        output.write_text(text, encoding="utf-8")
+        click.echo(f"wrote {output}", err=True)
+    else:
+        click.echo(text, nl=False)
+
+
+@principles.command(name="import")
+@click.argument("fmt", metavar="FORMAT", type=click.Choice(["critique-revision", "constitutions", "comparisons"]))
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="YAML to write.")
+@click.option(
+    "--comparisons",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="JSON list of comparison instructions, paired with the imported principles by position.",
+)
+@click.option("--id", "constitution_id", help="Id of the new constitution (default: from the file name).")
+@click.option("--name", help="Name of the new constitution.")
+@click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
+def import_(
+    fmt: str,
+    file: Path,
+    output: Path,
+    comparisons: Path | None,
+    constitution_id: str | None,
+    name: str | None,
+    force: bool,
+) -> None:
+    """Convert a published constitution (JSON) into a validated YAML file.
+
+    \b
+    FORMAT is one of:
+      critique-revision  {"key": {"prompt": ["critique request"], "edit_request": "..."}, ...}
+      constitutions      {"constitutions": [{"critic": ..., "revision": ...}], "system_chat": [...]}
+      comparisons        ["Choose the response that ...", ...]
+
+    Imported principles are tagged 'general' and get generated titles: review
+    them. Example:
+
+    \b
+        cai principles import critique-revision CritiqueRevisionInstructions.json \\
+            --comparisons comparisons.json -o principles/paper.yaml
+    """
+    from constitution import ConstitutionError, dump
+    from constitution.importers import import_file
+
+    if output.exists() and not force:
+        click.echo(f"{output}: exists already; pass --force to overwrite", err=True)
+        sys.exit(1)
+    try:
+        constitution, warnings = import_file(
+            fmt, file, comparisons=comparisons, constitution_id=constitution_id, name=name
+        )
+    except ConstitutionError as exc:
+        _fail(exc)
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
+    header = f"# Imported from {file.name} by `cai principles import {fmt}`; review the titles and tags.\n"
+    output.write_text(header + dump(constitution), encoding="utf-8")
+    click.echo(f"wrote {output}: {len(constitution.principles)} principles (sha256 {constitution.content_hash[:12]})")
+
+
+@principles.command()
+def tags() -> None:
+    """List the tag taxonomy that principles are labelled with."""
+    from constitution import HARM_TAGS, QUALITY_TAGS
+
+    for title, group in (("harm categories", HARM_TAGS), ("quality categories", QUALITY_TAGS)):
+        click.secho(title, bold=True)
+        for tag, text in group.items():
+            click.echo(f"  {tag:<22} {text}")
+
+
+def main() -> None:
+    """Entry point of the ``cai`` console script."""
+    cli(prog_name="cai")

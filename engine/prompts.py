@@ -1,0 +1,162 @@
+"""Rendering principles into the prompts the models see.
+
+One strict Jinja2 environment renders the package templates in
+``engine/templates``; templates a constitution supplies are rendered in Jinja2's
+immutable sandbox. Principle texts are values passed INTO templates and are
+never rendered themselves. Model output quoted in a prompt goes through the
+``quote`` filter, which delimits it and neutralises the delimiters inside it,
+so a quoted response cannot close its own quotation and talk to the model.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jinja2
+import jinja2.sandbox
+
+from constitution.schema import TEMPLATE_VARIABLES, Constitution, Example, Message, Principle
+
+Chat = list[dict[str, str]]
+"""A conversation in the usual chat format: ``[{"role": ..., "content": ...}]``."""
+
+_RUNS = re.compile(r"<{3,}|>{3,}")
+
+
+def neutralise(text: str) -> str:
+    """Break every run of three or more ``<`` or ``>`` so quoted text cannot fake a delimiter."""
+    return _RUNS.sub(lambda m: " ".join(m.group()), text)
+
+
+def quote(text: str, label: str = "TEXT") -> str:
+    """Delimit untrusted text as ``<<<LABEL>>> ... <<<END LABEL>>>``."""
+    return f"<<<{label}>>>\n{neutralise(text)}\n<<<END {label}>>>"
+
+
+def transcript(conversation: Sequence[Mapping[str, str]]) -> str:
+    """A conversation as ``User: ...`` / ``Assistant: ...`` paragraphs, delimiters neutralised."""
+    names = {"system": "System", "user": "User", "assistant": "Assistant"}
+    return "\n\n".join(f"{names.get(m['role'], m['role'])}: {neutralise(m['content'])}" for m in conversation)
+
+
+def _configure(env: jinja2.Environment) -> jinja2.Environment:
+    env.filters["quote"] = quote
+    env.filters["transcript"] = transcript
+    return env
+
+
+PACKAGE_ENV = _configure(
+    jinja2.Environment(
+        loader=jinja2.PackageLoader("engine", "templates"),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=False,
+        autoescape=False,
+    )
+)
+SANDBOX_ENV = _configure(
+    jinja2.sandbox.ImmutableSandboxedEnvironment(
+        undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True, autoescape=False
+    )
+)
+
+
+def _template(constitution: Constitution | None, kind: str) -> jinja2.Template:
+    custom = getattr(constitution.templates, kind) if constitution and constitution.templates else None
+    if custom is not None:
+        return SANDBOX_ENV.from_string(custom)
+    return PACKAGE_ENV.get_template(f"{kind}.jinja")
+
+
+def _render(constitution: Constitution | None, kind: str, **variables: Any) -> Chat:
+    assert set(variables) == TEMPLATE_VARIABLES[kind], f"template variables drifted for {kind}"
+    text = _template(constitution, kind).render(**variables).strip()
+    return [{"role": "user", "content": text}]
+
+
+def _chat(conversation: Sequence[Message | Mapping[str, str]]) -> Chat:
+    return [
+        m.model_dump() if isinstance(m, Message) else {"role": m["role"], "content": m["content"]} for m in conversation
+    ]
+
+
+def _examples(principle: Principle) -> list[dict[str, Any]]:
+    return [_example(e) for e in principle.examples]
+
+
+def _example(example: Example) -> dict[str, Any]:
+    chat = _chat(example.conversation)
+    return {
+        "conversation": chat[:-1],
+        "response": chat[-1]["content"],
+        "critique": example.critique,
+        "revision": example.revised,
+        "needs_change": example.needs_change,
+    }
+
+
+def critique_prompt(
+    principle: Principle,
+    conversation: Sequence[Message | Mapping[str, str]],
+    response: str,
+    constitution: Constitution | None = None,
+) -> Chat:
+    """The critic's prompt: find where ``response`` breaks ``principle``.
+
+    Args:
+        principle: The principle sampled for this round.
+        conversation: The conversation before the response (ends with a user turn).
+        response: The assistant response to critique.
+        constitution: Supplies custom templates, if it has any.
+    """
+    return _render(
+        constitution,
+        "critique",
+        conversation=_chat(conversation),
+        response=response,
+        request=principle.critique_request,
+        principle=principle.model_dump(),
+        examples=_examples(principle),
+    )
+
+
+def revision_prompt(
+    principle: Principle,
+    conversation: Sequence[Message | Mapping[str, str]],
+    response: str,
+    critique: str,
+    constitution: Constitution | None = None,
+) -> Chat:
+    """The policy's prompt: rewrite ``response`` to fix what ``critique`` found."""
+    return _render(
+        constitution,
+        "revision",
+        conversation=_chat(conversation),
+        response=response,
+        critique=critique,
+        request=principle.revision_request,
+        principle=principle.model_dump(),
+        examples=_examples(principle),
+    )
+
+
+def comparison_prompt(
+    principle: Principle,
+    conversation: Sequence[Message | Mapping[str, str]],
+    response_a: str,
+    response_b: str,
+    constitution: Constitution | None = None,
+) -> Chat:
+    """The judge's prompt: which of two responses better follows ``principle``; answer (A) or (B)."""
+    return _render(
+        constitution,
+        "comparison",
+        conversation=_chat(conversation),
+        response_a=response_a,
+        response_b=response_b,
+        question=principle.comparison_question,
+        principle=principle.model_dump(),
+    )

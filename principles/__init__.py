@@ -1,0 +1,1 @@
+"""The shipped constitutions (YAML data only); see README.md in this folder."""
