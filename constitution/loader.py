@@ -30,24 +30,32 @@ def builtin_names() -> list[str]:
 
 
 def resolve_source(source: str | Path) -> Path:
-    """Turn a builtin name or a path into a file path.
+    """Turn a path, or the name of a builtin constitution, into a file path.
 
     Raises:
-        ConstitutionError: Neither a file nor a builtin name.
+        ConstitutionError: Neither an existing path nor a builtin name.
     """
     path = Path(source)
     if path.suffix in YAML_SUFFIXES or path.exists() or len(path.parts) > 1:
         return path
-    builtin = BUILTIN_DIR / f"{source}.yaml"
-    if builtin.exists():
-        return builtin
+    return builtin_path(str(source))
+
+
+def builtin_path(name: str) -> Path:
+    """The file of a builtin constitution.
+
+    Raises:
+        ConstitutionError: No builtin has this name (with a "did you mean").
+    """
+    path = BUILTIN_DIR / f"{name}.yaml"
+    if path.exists():
+        return path
     names = builtin_names()
     raise ConstitutionError(
         [
             Problem(
-                str(source),
-                f"no such file, nor a builtin constitution{did_you_mean(str(source), names)} "
-                f"(builtins: {', '.join(names)})",
+                name,
+                f"no such file, nor a builtin constitution{did_you_mean(name, names)} (builtins: {', '.join(names)})",
             )
         ]
     )
@@ -151,7 +159,7 @@ def _load(path: Path, stack: tuple[Path, ...]) -> Constitution:
             for key, value in included.templates.model_dump(exclude_none=True).items():
                 templates.setdefault(key, value)
 
-    for i, p in enumerate(parsed.principles):
+    for i, p in enumerate(parsed.hand_down_examples().principles):
         if p.id in sources:
             problems.append(
                 Problem(
@@ -162,8 +170,6 @@ def _load(path: Path, stack: tuple[Path, ...]) -> Constitution:
                 )
             )
             continue
-        if not p.examples and parsed.examples:
-            p = p.model_copy(update={"examples": parsed.examples})
         sources[p.id] = name
         principles.append(p)
     if problems:
@@ -188,7 +194,7 @@ def _load(path: Path, stack: tuple[Path, ...]) -> Constitution:
 def _include_path(entry: Include, including: Path) -> Path:
     if Path(entry.path).suffix in YAML_SUFFIXES:
         return including.parent / entry.path
-    return resolve_source(entry.path)
+    return builtin_path(entry.path)
 
 
 def _select(included: Constitution, entry: Include) -> tuple[list[Principle], list[tuple[str, str]]]:

@@ -15,10 +15,6 @@ import json
 import re
 from typing import Annotated, Any, Literal
 
-import jinja2
-import jinja2.meta
-import jinja2.nodes
-import jinja2.sandbox
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -180,9 +176,6 @@ class Include(_Model):
         return {"anyOf": [{"type": "string"}, handler(schema)]}
 
 
-_SANDBOX = jinja2.sandbox.ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined)
-
-
 class Templates(_Model):
     """Replacements for the built-in Jinja2 prompt templates (rendered in a sandbox)."""
 
@@ -195,18 +188,23 @@ class Templates(_Model):
     def _known_variables(cls, source: str | None, info: Any) -> str | None:
         if source is None:
             return None
+        import jinja2.meta  # here, not at module level: most files have no templates, and jinja2 costs ~40 ms
+        import jinja2.nodes
+        import jinja2.sandbox
+
+        sandbox = jinja2.sandbox.ImmutableSandboxedEnvironment()
         try:
-            ast = _SANDBOX.parse(source)
+            ast = sandbox.parse(source)
         except jinja2.TemplateSyntaxError as exc:
             raise ValueError(f"Jinja2 syntax error on template line {exc.lineno}: {exc.message}") from None
         filters = {node.name for node in ast.find_all(jinja2.nodes.Filter)}
-        unknown_filters = sorted(filters - TEMPLATE_FILTERS - set(_SANDBOX.filters))
+        unknown_filters = sorted(filters - TEMPLATE_FILTERS - set(sandbox.filters))
         if unknown_filters:
             raise ValueError(
                 f"unknown filter {unknown_filters[0]!r}{did_you_mean(unknown_filters[0], TEMPLATE_FILTERS)}"
             )
         allowed = TEMPLATE_VARIABLES[info.field_name]
-        unknown = sorted(jinja2.meta.find_undeclared_variables(ast) - allowed - set(_SANDBOX.globals))
+        unknown = sorted(jinja2.meta.find_undeclared_variables(ast) - allowed - set(sandbox.globals))
         if unknown:
             raise ValueError(
                 f"unknown variable {unknown[0]!r}{did_you_mean(unknown[0], allowed)}; "
@@ -244,7 +242,7 @@ class Constitution(_Model):
             if p.id in first:
                 raise PydanticCustomError(
                     "duplicate_id",
-                    "duplicate principle id {id!r} (first used by principles[{first}])",
+                    "duplicate principle id '{id}' (first used by principles[{first}])",
                     {"id": p.id, "first": first[p.id], "index": i},
                 )
             first[p.id] = i
@@ -271,11 +269,25 @@ class Constitution(_Model):
         """The file a principle was loaded from, when known."""
         return self._sources.get(principle_id)
 
+    def hand_down_examples(self) -> Constitution:
+        """The same constitution with file-wide examples given to each principle that has none."""
+        if not self.examples:
+            return self
+        principles = [p if p.examples else p.model_copy(update={"examples": self.examples}) for p in self.principles]
+        handed = self.model_copy(update={"examples": [], "principles": principles})
+        handed._sources = self._sources
+        return handed
+
     @property
     def content_hash(self) -> str:
-        """sha256 of the canonical JSON form: same rules, same hash, whatever the formatting."""
+        """sha256 of the canonical JSON form: same rules, same hash, whatever the formatting.
+
+        File-wide examples count as the examples of the principles that inherit them,
+        so a file and its loaded form hash alike (includes are not resolved here:
+        hash what :func:`constitution.load` returns).
+        """
         canonical = json.dumps(
-            self.model_dump(mode="json", exclude={"include"}),
+            self.hand_down_examples().model_dump(mode="json", exclude={"include"}),
             sort_keys=True,
             ensure_ascii=False,
             separators=(",", ":"),

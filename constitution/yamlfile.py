@@ -65,30 +65,52 @@ def read_yaml(path: Path, label: str | None = None) -> tuple[Any, dict[Loc, int]
 
 def parse_yaml(text: str, name: str) -> tuple[Any, dict[Loc, int]]:
     """Parse YAML text; see :func:`read_yaml`."""
-    loader = yaml.SafeLoader(text)
     try:
-        node = loader.get_single_node()
-        if node is None:
-            raise ConstitutionError(
-                [Problem(name, "file is empty; a constitution needs at least an id and principles")]
-            )
-        lines: dict[Loc, int] = {}
-        _check_graph(node, name, lines)
-        data = loader.construct_document(node)
+        _check_depth(text, name)
+        loader = _Loader(text)
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                raise ConstitutionError(
+                    [Problem(name, "file is empty; a constitution needs at least an id and principles")]
+                )
+            lines: dict[Loc, int] = {}
+            _check_graph(node, name, lines)
+            data = loader.construct_document(node)
+        finally:
+            loader.dispose()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         message = " ".join(m for m in (exc.context, exc.problem) if m) or "invalid YAML"
         if "could not determine a constructor" in message:
             tag = exc.problem.split()[-1] if exc.problem else ""
             message = f"tag {tag} is not allowed; principle files hold plain data only"
+        elif mark and "\t" in (text.splitlines()[mark.line : mark.line + 1] or [""])[0][: mark.column + 1]:
+            message += " (YAML does not allow tabs for indentation: use spaces)"
         raise ConstitutionError([Problem(name, f"YAML error: {message}", mark.line + 1 if mark else None)]) from None
     except yaml.YAMLError as exc:
         raise ConstitutionError([Problem(name, f"YAML error: {exc}")]) from None
     except RecursionError:
         raise ConstitutionError([Problem(name, f"nested more than {MAX_DEPTH} levels deep")]) from None
-    finally:
-        loader.dispose()
     return data, lines
+
+
+# libyaml's loader is ~10x faster than the pure-Python one, but its composer
+# recurses in C: deep nesting would crash the process, so _check_depth reads the
+# event stream (iterative in libyaml) and stops at MAX_DEPTH before composing.
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _check_depth(text: str, name: str) -> None:
+    depth = 0
+    for event in yaml.parse(text, Loader=_Loader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                line = event.start_mark.line + 1 if event.start_mark else None
+                raise ConstitutionError([Problem(name, f"nested more than {MAX_DEPTH} levels deep", line)])
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
 
 
 def _check_graph(root: yaml.Node, name: str, lines: dict[Loc, int]) -> None:

@@ -97,7 +97,10 @@ def validate(paths: tuple[str, ...], quiet: bool) -> None:
         files.extend(found)
 
     seen = {str(p) for p in problems}
-    for file in dict.fromkeys(files):
+    unique: dict[Path, Path] = {}
+    for f in files:
+        unique.setdefault(f.resolve(), f)
+    for file in unique.values():
         try:
             constitution = load(file)
         except ConstitutionError as exc:
@@ -274,7 +277,7 @@ def import_(
         cai principles import critique-revision CritiqueRevisionInstructions.json \\
             --comparisons comparisons.json -o principles/paper.yaml
     """
-    from constitution import ConstitutionError, dump
+    from constitution import ConstitutionError, dump, load
     from constitution.importers import import_file
 
     if output.exists() and not force:
@@ -289,8 +292,14 @@ def import_(
     for warning in warnings:
         click.echo(f"warning: {warning}", err=True)
     header = f"# Imported from {file.name} by `cai principles import {fmt}`; review the titles and tags.\n"
-    output.write_text(header + dump(constitution), encoding="utf-8")
-    click.echo(f"wrote {output}: {len(constitution.principles)} principles (sha256 {constitution.content_hash[:12]})")
+    try:
+        output.write_text(header + dump(constitution), encoding="utf-8")
+    except OSError as exc:
+        click.echo(f"{output}: cannot write: {exc.strerror}", err=True)
+        sys.exit(1)
+    written = load(output)  # the hash of what a later load sees: file-wide examples handed down
+    n = len(written.principles)
+    click.echo(f"wrote {output}: {n} principles (sha256 {written.content_hash[:12]})")
 
 
 @principles.command()
