@@ -119,7 +119,7 @@ def import_file(
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
         raise ConstitutionError([Problem(str(path), "file not found")]) from None
     except UnicodeDecodeError:

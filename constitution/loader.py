@@ -36,9 +36,17 @@ def resolve_source(source: str | Path) -> Path:
         ConstitutionError: Neither an existing path nor a builtin name.
     """
     path = Path(source)
-    if path.suffix in YAML_SUFFIXES or path.exists() or len(path.parts) > 1:
+    if path.suffix in YAML_SUFFIXES or exists(path) or len(path.parts) > 1:
         return path
     return builtin_path(str(source))
+
+
+def exists(path: Path) -> bool:
+    """``path.exists()``, but False where the OS refuses to look (a name too long, say)."""
+    try:
+        return path.exists()
+    except OSError:
+        return False
 
 
 def builtin_path(name: str) -> Path:
@@ -89,7 +97,11 @@ class _Dumper(yaml.SafeDumper):
 
 
 def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    style = "|" if "\n" in value else None
+    # YAML reads a raw NEL, LS or PS as a line break: only double quotes escape them
+    if any(c in value for c in "\x85\u2028\u2029"):
+        style: str | None = '"'
+    else:
+        style = "|" if "\n" in value else None
     return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
 
@@ -134,7 +146,7 @@ def _load(path: Path, stack: tuple[Path, ...]) -> Constitution:
             chain = " -> ".join(_display(p) for p in (*stack, me, target.resolve()))
             problems.append(_at(where, f"include cycle: {chain}"))
             continue
-        if not target.exists():
+        if not exists(target):
             problems.append(_at(where, f"included file not found: {_display(target)}"))
             continue
         try:
@@ -227,7 +239,7 @@ def _display(path: Path) -> str:
 
 
 def _kind(value: Any) -> str:
-    return {list: "list", str: "text", int: "number", float: "number", bool: "boolean"}.get(
+    return {dict: "mapping", list: "list", str: "text", int: "number", float: "number", bool: "boolean"}.get(
         type(value), type(value).__name__
     )
 

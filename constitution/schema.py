@@ -22,6 +22,7 @@ from pydantic import (
     Field,
     GetJsonSchemaHandler,
     PrivateAttr,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -34,16 +35,6 @@ from constitution.taxonomy import TAGS
 SCHEMA_VERSION = 1
 
 _SLUG = re.compile(r"^[a-z0-9]+(?:[-_][a-z0-9]+)*$")
-
-TEMPLATE_VARIABLES: dict[str, frozenset[str]] = {
-    "critique": frozenset({"conversation", "response", "request", "principle", "examples"}),
-    "revision": frozenset({"conversation", "response", "critique", "request", "principle", "examples"}),
-    "comparison": frozenset({"conversation", "response_a", "response_b", "question", "principle"}),
-}
-"""Variables each prompt template may use; anything else is a validation error."""
-
-TEMPLATE_FILTERS = frozenset({"quote", "transcript"})
-"""Filters that ``engine.prompts`` adds to Jinja2's built-in ones."""
 
 
 def _slug(value: str) -> str:
@@ -169,6 +160,13 @@ class Include(_Model):
     def _from_string(cls, value: Any) -> Any:
         return {"path": value} if isinstance(value, str) else value
 
+    @field_validator("path")
+    @classmethod
+    def _plain_path(cls, path: str) -> str:
+        if "\0" in path or "\n" in path:
+            raise ValueError("a path cannot contain a NUL byte or a line break")
+        return path
+
     @classmethod
     def __get_pydantic_json_schema__(
         cls, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
@@ -185,31 +183,12 @@ class Templates(_Model):
 
     @field_validator("critique", "revision", "comparison")
     @classmethod
-    def _known_variables(cls, source: str | None, info: Any) -> str | None:
-        if source is None:
-            return None
-        import jinja2.meta  # here, not at module level: most files have no templates, and jinja2 costs ~40 ms
-        import jinja2.nodes
-        import jinja2.sandbox
+    def _renders(cls, source: str | None, info: ValidationInfo) -> str | None:
+        if source is not None:
+            # imported here: jinja2 costs ~40 ms and most files have no templates
+            from constitution.templating import check_template
 
-        sandbox = jinja2.sandbox.ImmutableSandboxedEnvironment()
-        try:
-            ast = sandbox.parse(source)
-        except jinja2.TemplateSyntaxError as exc:
-            raise ValueError(f"Jinja2 syntax error on template line {exc.lineno}: {exc.message}") from None
-        filters = {node.name for node in ast.find_all(jinja2.nodes.Filter)}
-        unknown_filters = sorted(filters - TEMPLATE_FILTERS - set(sandbox.filters))
-        if unknown_filters:
-            raise ValueError(
-                f"unknown filter {unknown_filters[0]!r}{did_you_mean(unknown_filters[0], TEMPLATE_FILTERS)}"
-            )
-        allowed = TEMPLATE_VARIABLES[info.field_name]
-        unknown = sorted(jinja2.meta.find_undeclared_variables(ast) - allowed - set(sandbox.globals))
-        if unknown:
-            raise ValueError(
-                f"unknown variable {unknown[0]!r}{did_you_mean(unknown[0], allowed)}; "
-                f"this template may use: {', '.join(sorted(allowed))}"
-            )
+            check_template(str(info.field_name), source)
         return source
 
 
@@ -233,6 +212,11 @@ class Constitution(_Model):
     principles: list[Principle] = Field(default_factory=list, description="The principles.")
 
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @field_validator("templates")
+    @classmethod
+    def _drop_empty_templates(cls, templates: Templates | None) -> Templates | None:
+        return templates if templates and templates.model_dump(exclude_none=True) else None
 
     @field_validator("principles")
     @classmethod

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from constitution.errors import ConstitutionError, Problem
+from constitution.errors import ConstitutionError, Problem, field_path
 
 MAX_FILE_BYTES = 1024 * 1024
 """Principle files larger than this are refused (the shipped ones are ~40 KB)."""
@@ -44,14 +44,20 @@ def read_yaml(path: Path, label: str | None = None) -> tuple[Any, dict[Loc, int]
     def fail(message: str, line: int | None = None) -> ConstitutionError:
         return ConstitutionError([Problem(name, message, line)])
 
-    if not path.exists():
-        raise fail("file not found")
-    if path.is_dir():
-        raise fail("is a folder, not a file")
-    size = path.stat().st_size
-    if size > MAX_FILE_BYTES:
+    try:
+        if not path.exists():
+            raise fail("file not found")
+        if path.is_dir():
+            raise fail("is a folder, not a file")
+        if not path.is_file():
+            raise fail("not a regular file (a device, pipe or socket); refused")
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise fail(f"cannot read: {exc.strerror or exc}") from None
+    if len(raw) > MAX_FILE_BYTES:
+        size = max(len(raw), path.stat().st_size)
         raise fail(f"file is {size / 1024 / 1024:.1f} MiB; principle files are limited to 1 MiB")
-    raw = path.read_bytes()
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -81,6 +87,8 @@ def parse_yaml(text: str, name: str) -> tuple[Any, dict[Loc, int]]:
             loader.dispose()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
+        if mark and exc.context_mark and mark.line >= len(text.splitlines()):
+            mark = exc.context_mark  # ran off the end (an unclosed quote): where it started says more
         message = " ".join(m for m in (exc.context, exc.problem) if m) or "invalid YAML"
         if "could not determine a constructor" in message:
             tag = exc.problem.split()[-1] if exc.problem else ""
@@ -118,8 +126,8 @@ def _check_graph(root: yaml.Node, name: str, lines: dict[Loc, int]) -> None:
     expanded: dict[int, int] = {}  # id(node) -> node count once aliases are expanded
     in_progress: set[int] = set()
 
-    def fail(message: str, node: yaml.Node) -> ConstitutionError:
-        return ConstitutionError([Problem(name, message, node.start_mark.line + 1)])
+    def fail(message: str, node: yaml.Node, loc: Loc = ()) -> ConstitutionError:
+        return ConstitutionError([Problem(name, message, node.start_mark.line + 1, field_path(loc))])
 
     def walk(node: yaml.Node, loc: Loc, depth: int) -> int:
         if depth > MAX_DEPTH:
@@ -141,7 +149,7 @@ def _check_graph(root: yaml.Node, name: str, lines: dict[Loc, int]) -> None:
                 label = k.value if isinstance(k, yaml.ScalarNode) else repr(k.value)
                 line = k.start_mark.line + 1
                 if label in seen:
-                    raise fail(f"duplicate key {label!r} (first at line {seen[label]})", k)
+                    raise fail(f"duplicate key {label!r} (first at line {seen[label]})", k, (*loc, label))
                 seen[label] = line
                 lines.setdefault((*loc, label), line)
                 count += walk(v, (*loc, label), depth + 1)

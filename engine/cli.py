@@ -78,7 +78,7 @@ def validate(paths: tuple[str, ...], quiet: bool) -> None:
         cai principles validate my_rules.yaml other.yaml
     """
     from constitution import ConstitutionError, Problem, iter_files, load
-    from constitution.loader import resolve_source
+    from constitution.loader import exists, resolve_source
 
     files: list[Path] = []
     problems: list[Problem] = []
@@ -88,7 +88,7 @@ def validate(paths: tuple[str, ...], quiet: bool) -> None:
         except ConstitutionError as exc:
             problems.extend(exc.problems)
             continue
-        if not path.exists():
+        if not exists(path):
             problems.append(Problem(raw, "no such file or folder"))
             continue
         found = list(iter_files([path]))
@@ -130,9 +130,9 @@ def show(source: str, principle_id: str | None, render: bool, prompt: str | None
     """Summarise a constitution, or preview its prompts with --render.
 
     SOURCE is a file or a builtin name. Without --principle, --render prints the
-    prompts for every principle. The sample conversation is the principle's
-    first few-shot example when it has one, a built-in sample otherwise, or
-    the one you give with --prompt and --response.
+    prompts for every principle. They are rendered for a built-in sample
+    conversation, or for the one you give with --prompt and --response; the
+    principle's few-shot examples appear before it, as the model sees them.
 
     \b
     Examples:
@@ -202,17 +202,19 @@ def _describe(c: Constitution, p: Principle) -> None:
 def _render(c: Constitution, p: Principle, prompt: str | None, response: str | None) -> None:
     from engine.prompts import comparison_prompt, critique_prompt, revision_prompt
 
-    if prompt or response or not p.examples:
-        conversation = [{"role": "user", "content": prompt}] if prompt else SAMPLE_CONVERSATION
-        answer = response or SAMPLE_RESPONSE
-    else:
-        chat = [m.model_dump() for m in p.examples[0].conversation]
-        conversation, answer = chat[:-1], chat[-1]["content"]
-    steps = {
-        "critique": critique_prompt(p, conversation, answer, c),
-        "revision": revision_prompt(p, conversation, answer, SAMPLE_CRITIQUE, c),
-        "judge": comparison_prompt(p, conversation, answer, SAMPLE_REVISION, c),
-    }
+    conversation = [{"role": "user", "content": prompt}] if prompt else SAMPLE_CONVERSATION
+    answer = response or SAMPLE_RESPONSE
+    import jinja2
+
+    try:
+        steps = {
+            "critique": critique_prompt(p, conversation, answer, c),
+            "revision": revision_prompt(p, conversation, answer, SAMPLE_CRITIQUE, c),
+            "judge": comparison_prompt(p, conversation, answer, SAMPLE_REVISION, c),
+        }
+    except jinja2.TemplateError as exc:  # custom templates are checked when loaded; this is a last guard
+        click.echo(f"{c.id}: a custom template failed to render for principle {p.id}: {exc}", err=True)
+        sys.exit(1)
     for step, chat in steps.items():
         click.secho(f"===== {step} prompt · principle {p.id} =====", bold=True)
         for message in chat:

@@ -11,13 +11,13 @@ so a quoted response cannot close its own quotation and talk to the model.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jinja2
-import jinja2.sandbox
 
-from constitution.schema import TEMPLATE_VARIABLES, Constitution, Example, Message, Principle
+from constitution.schema import Constitution, Example, Message, Principle
+from constitution.templating import EXAMPLE_KEYS, TEMPLATE_VARIABLES, sandbox
 
 Chat = list[dict[str, str]]
 """A conversation in the usual chat format: ``[{"role": ..., "content": ...}]``."""
@@ -41,27 +41,18 @@ def transcript(conversation: Sequence[Mapping[str, str]]) -> str:
     return "\n\n".join(f"{names.get(m['role'], m['role'])}: {neutralise(m['content'])}" for m in conversation)
 
 
-def _configure(env: jinja2.Environment) -> jinja2.Environment:
-    env.filters["quote"] = quote
-    env.filters["transcript"] = transcript
-    return env
+FILTERS: dict[str, Callable[..., str]] = {"quote": quote, "transcript": transcript}
 
-
-PACKAGE_ENV = _configure(
-    jinja2.Environment(
-        loader=jinja2.PackageLoader("engine", "templates"),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=False,
-        autoescape=False,
-    )
+PACKAGE_ENV = jinja2.Environment(
+    loader=jinja2.PackageLoader("engine", "templates"),
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    keep_trailing_newline=False,
+    autoescape=False,
 )
-SANDBOX_ENV = _configure(
-    jinja2.sandbox.ImmutableSandboxedEnvironment(
-        undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True, autoescape=False
-    )
-)
+PACKAGE_ENV.filters.update(FILTERS)
+SANDBOX_ENV = sandbox(FILTERS)
 
 
 def _template(constitution: Constitution | None, kind: str) -> jinja2.Template:
@@ -89,13 +80,8 @@ def _examples(principle: Principle) -> list[dict[str, Any]]:
 
 def _example(example: Example) -> dict[str, Any]:
     chat = _chat(example.conversation)
-    return {
-        "conversation": chat[:-1],
-        "response": chat[-1]["content"],
-        "critique": example.critique,
-        "revision": example.revised,
-        "needs_change": example.needs_change,
-    }
+    values = (chat[:-1], chat[-1]["content"], example.critique, example.revised, example.needs_change)
+    return dict(zip(EXAMPLE_KEYS, values, strict=True))
 
 
 def critique_prompt(
