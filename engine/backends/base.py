@@ -1,0 +1,73 @@
+"""The one small interface every model backend implements.
+
+Everything above this module (the critique loop, the judge, the evaluator) talks
+to models only through :class:`Backend`: ``generate`` for a batch of chat
+conversations and ``score`` for the log-probabilities of option strings. A new
+backend (an inference server, an HTTP API) implements these two methods and
+``describe``; nothing else changes.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Chat = list[dict[str, str]]
+"""A conversation: ``[{"role": "user", "content": "..."}, ...]``."""
+
+
+class SamplingParams(BaseModel):
+    """How to sample a completion. Recorded with every output row."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_new_tokens: int = Field(default=256, ge=1, description="Most tokens to generate per completion.")
+    temperature: float = Field(default=0.7, ge=0, description="0 means greedy decoding.")
+    top_p: float = Field(default=0.95, gt=0, le=1, description="Nucleus sampling mass.")
+    seed: int = Field(default=0, description="Seed of the sampler for this call.")
+    stop: tuple[str, ...] = Field(default=(), description="Strings that end a completion (not included in it).")
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One generated reply."""
+
+    text: str
+    """The reply, with any stop string and what followed it removed."""
+    tokens: int
+    """How many new tokens were generated (for throughput figures)."""
+
+
+@dataclass(frozen=True)
+class ScoreRequest:
+    """Log-probabilities of each option as the start of the assistant's reply to ``chat``."""
+
+    chat: Chat
+    options: tuple[str, ...]
+
+
+class Backend(ABC):
+    """A language model that answers batches of chats."""
+
+    name: str
+    """Model name recorded in provenance (a path, a hub id, or ``default``)."""
+
+    @abstractmethod
+    def generate(self, chats: Sequence[Chat], params: SamplingParams) -> list[Completion]:
+        """Generate one assistant reply per chat, in the order given.
+
+        Backends batch internally (their own batch size, grouping requests of
+        similar length); callers pass everything a step needs at once.
+        """
+
+    @abstractmethod
+    def score(self, requests: Sequence[ScoreRequest]) -> list[list[float]]:
+        """For each request, the log-probability of each option (same order)."""
+
+    def describe(self) -> dict[str, Any]:
+        """What to record about this backend in provenance (model, dtype, ...)."""
+        return {"backend": type(self).__name__, "model": self.name}
