@@ -315,6 +315,110 @@ def tags() -> None:
             click.echo(f"  {tag:<22} {text}")
 
 
+@cli.command()
+@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), help="Output folder (required).")
+@click.option("--model", default="default", show_default=True, help="Policy model: default, a folder or a hub id.")
+@click.option("--critic-model", help="Critic model (default: the policy).")
+@click.option("-c", "--constitution", default="default", show_default=True, help="Builtin name or YAML file.")
+@click.option(
+    "-p", "--prompts", default="redteam", show_default=True, help="redteam, helpful, mixed, a file, or hf:NAME."
+)
+@click.option("--revisions", type=int, default=2, show_default=True, help="Critique-and-revision rounds.")
+@click.option(
+    "--stop-early/--no-stop-early",
+    default=True,
+    show_default=True,
+    help="Stop a row when its critique finds nothing to change.",
+)
+@click.option("--limit", type=int, help="Use only the first N prompts.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for principle sampling and sampling.")
+@click.option("--batch-size", type=int, default=16, show_default=True, help="Requests per forward pass.")
+@click.option("--chunk-size", type=int, default=64, show_default=True, help="Most prompts in flight at once.")
+@click.option("--max-new-tokens", type=int, default=256, show_default=True, help="Most tokens per reply.")
+@click.option("--temperature", type=float, default=0.7, show_default=True, help="0 for greedy decoding.")
+@click.option("--top-p", type=float, default=0.95, show_default=True, help="Nucleus sampling mass.")
+@click.option("--dtype", default="auto", show_default=True, help="auto, bfloat16, float16, float32.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
+@click.option("--force", is_flag=True, help="Add rows to a folder that holds a run with other settings.")
+@click.option("--push-to-hub", metavar="REPO", help="Also push the dataset to the Hugging Face hub.")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="YAML file with any of these options (keys as the long flag names); flags override it.",
+)
+@click.pass_context
+def generate(ctx: click.Context, /, config_file: Path | None, **_: object) -> None:
+    """Turn a constitution and prompts into critique/revision trajectories and a preference dataset.
+
+    Each prompt gets an answer from the policy model, then --revisions rounds of
+    critique and revision, each under a principle sampled by weight. Rows stream
+    to OUT/trajectories.jsonl as they finish; rerunning the same command on the
+    same --out resumes where it stopped. At the end OUT/dataset holds a
+    Hugging Face DatasetDict with a `preferences` split (TRL's conversational
+    format) and an `sft` split, described by OUT/README.md.
+
+    \b
+    Examples:
+        cai generate --out runs/demo --limit 8 --revisions 1 --max-new-tokens 48
+        cai generate --config run.yaml --seed 3
+        cai generate --model ./my-model --prompts prompts.jsonl -c my_rules.yaml -o runs/x
+    """
+    from click.core import ParameterSource
+
+    from constitution import ConstitutionError
+    from engine.backends import BackendError
+    from engine.config import ConfigError, load_config
+    from engine.generate import generate as run_generate
+    from engine.prompt_sets import PromptSetError
+    from engine.rundir import RunDirError
+
+    overrides = {
+        name: value
+        for name, value in ctx.params.items()
+        if name != "config_file" and ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE
+    }
+    try:
+        config = load_config(config_file, overrides)
+        summary = run_generate(config)
+    except ConstitutionError as exc:
+        _fail(exc)
+    except (ConfigError, PromptSetError, RunDirError, BackendError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("\ninterrupted: finished rows are saved; run the same command again to resume", err=True)
+        sys.exit(130)
+    click.echo(
+        f"\n{summary.rows} rows in {summary.out} ({summary.generated} new, {summary.skipped} already there), "
+        f"{summary.revised} answers changed by revision, {summary.pairs} preference pairs, {summary.seconds:.0f} s"
+    )
+    click.echo(f"dataset: {summary.dataset}  (card: {summary.out / 'README.md'})")
+    click.echo(
+        f"train on it with TRL: DPOTrainer(..., train_dataset=load_from_disk('{summary.dataset}')['preferences'])"
+    )
+
+
+@cli.command(name="export")
+@click.argument("run_dir", metavar="DIR", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "parquet"]), default="jsonl", show_default=True)
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), help="Folder (default: DIR/export).")
+def export_(run_dir: Path, fmt: str, output: Path | None) -> None:
+    """Write a run's dataset splits as JSONL or Parquet files (no `datasets` needed to read them).
+
+    \b
+    Example:
+        cai export runs/demo --format parquet
+    """
+    from engine.dataset import DATASET_DIR, export
+
+    if not (run_dir / DATASET_DIR).is_dir():
+        click.echo(f"{run_dir}: no dataset here; run `cai generate --out {run_dir}` first", err=True)
+        sys.exit(1)
+    for path in export(run_dir, fmt, output):
+        click.echo(f"wrote {path}")
+
+
 def main() -> None:
     """Entry point of the ``cai`` console script."""
     cli(prog_name="cai")

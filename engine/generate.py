@@ -1,0 +1,121 @@
+"""``cai generate``: constitution + prompts -> trajectories -> preference dataset.
+
+Order of work: everything cheap is checked first (constitution, prompts, the
+output folder), then the models load, then prompts not yet in the folder go
+through the loop chunk by chunk, each finished chunk appended to
+``trajectories.jsonl`` at once. The dataset, card and constitution copy are
+(re)built from all rows at the end.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import constitution as constitution_lib
+from engine.backends import Backend, SamplingParams, load_backend
+from engine.config import GenerateConfig
+from engine.critique import LoopSettings, run_loop
+from engine.dataset import build_dataset, save_dataset, write_card
+from engine.prompt_sets import load_prompts
+from engine.records import ConstitutionRef, RunManifest
+from engine.rundir import RunDir
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
+
+BackendFactory = Callable[..., Backend]
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What a run did, for the closing message."""
+
+    out: Path
+    dataset: Path
+    prompts: int
+    skipped: int
+    generated: int
+    rows: int
+    revised: int
+    pairs: int
+    seconds: float
+
+
+def generate(config: GenerateConfig, *, progress: bool = True, backends: BackendFactory = load_backend) -> Summary:
+    """Run (or resume) a generation run.
+
+    Raises:
+        constitution.ConstitutionError, PromptSetError, RunDirError, BackendError:
+            Bad input; the message says what to fix. Nothing written is lost.
+    """
+    start = time.perf_counter()
+    rules = constitution_lib.load(config.constitution)
+    items = load_prompts(config.prompts, limit=config.limit)
+    sampling = SamplingParams(max_new_tokens=config.max_new_tokens, temperature=config.temperature, top_p=config.top_p)
+    manifest = RunManifest(
+        constitution=ConstitutionRef(id=rules.id, version=rules.version, hash=rules.content_hash),
+        policy=config.model,
+        critic=config.critic_model or config.model,
+        revisions=config.revisions,
+        stop_early=config.stop_early,
+        sampling=sampling,
+        seed=config.seed,
+        prompts=config.prompts,
+    )
+    run = RunDir.open(config.out, manifest, force=config.force)
+    done = run.done_ids()
+    todo = [item for item in items if item.id not in done]
+
+    generated = 0
+    if todo:
+        options = {"batch_size": config.batch_size, "dtype": config.dtype, "device": config.device}
+        policy = backends(config.model, **options)
+        critic = policy if manifest.critic == config.model else backends(manifest.critic, **options)
+        run.begin()
+        settings = LoopSettings(
+            revisions=config.revisions, stop_early=config.stop_early, seed=config.seed, sampling=sampling
+        )
+        bar = _progress(len(todo), progress)
+        try:
+            for i in range(0, len(todo), config.chunk_size):
+                chunk = todo[i : i + config.chunk_size]
+                run.append(run_loop(chunk, rules, policy, critic, settings))
+                generated += len(chunk)
+                if bar is not None:
+                    bar.update(len(chunk))
+        finally:
+            if bar is not None:
+                bar.close()
+    else:
+        run.begin()
+
+    rows = list(run.rows())
+    dataset = build_dataset(rows)
+    path = save_dataset(dataset, config.out)
+    (config.out / "constitution.yaml").write_text(constitution_lib.dump(rules), encoding="utf-8")
+    write_card(config.out, manifest, rows, dataset)
+    if config.push_to_hub:
+        dataset.push_to_hub(config.push_to_hub)
+    return Summary(
+        out=config.out,
+        dataset=path,
+        prompts=len(items),
+        skipped=len(items) - len(todo),
+        generated=generated,
+        rows=len(rows),
+        revised=sum(r.revised for r in rows),
+        pairs=len(dataset["preferences"]),
+        seconds=time.perf_counter() - start,
+    )
+
+
+def _progress(total: int, enabled: bool) -> tqdm[None] | None:
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="row", desc="generate", dynamic_ncols=True, smoothing=0.1)

@@ -1,0 +1,298 @@
+"""The generation pipeline end to end on the scripted backend: loop, streaming, resume, outputs, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from datasets import load_from_disk
+
+import constitution
+from engine.backends import SamplingParams
+from engine.backends.base import Chat
+from engine.backends.scripted import ScriptedBackend
+from engine.cli import cli
+from engine.config import GenerateConfig
+from engine.critique import LoopSettings, finds_nothing_to_change, run_loop, sample_principle
+from engine.generate import generate
+from engine.prompt_sets import PromptItem
+from engine.rundir import RunDirError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write_prompts(path: Path, n: int) -> Path:
+    with path.open("w") as handle:
+        for i in range(n):
+            handle.write(
+                json.dumps({"id": f"p{i:03d}", "prompt": f"Question number {i}: how do I do thing {i}?"}) + "\n"
+            )
+    return path
+
+
+def config(tmp_path: Path, **fields: object) -> GenerateConfig:
+    base: dict[str, object] = {"out": tmp_path / "run", "model": "scripted", "prompts": "redteam", "limit": 6}
+    return GenerateConfig.model_validate(base | fields)
+
+
+def items(n: int) -> list[PromptItem]:
+    return [
+        PromptItem(id=f"p{i}", messages=[{"role": "user", "content": f"question {i}"}], source="test") for i in range(n)
+    ]
+
+
+def test_loop_batches_each_step_and_records_rounds() -> None:
+    backend = ScriptedBackend()
+    rules = constitution.load("default")
+    rows = run_loop(items(5), rules, backend, backend, LoopSettings(revisions=2))
+    assert backend.calls == [5, 5, 5, 5, 5]  # initial, critique 1, revision 1, critique 2, revision 2: all batched
+    assert [r.id for r in rows] == [f"p{i}" for i in range(5)]
+    for row in rows:
+        assert len(row.rounds) == 2
+        assert all(r.principle_id in {p.id for p in rules.principles} for r in row.rounds)
+        assert row.final == row.rounds[-1].revision
+        assert row.constitution.hash == rules.content_hash
+        assert set(row.timings) == {"initial", "critique_1", "revision_1", "critique_2", "revision_2"}
+
+
+def test_rows_stop_early_when_the_critique_finds_nothing_to_change() -> None:
+    def reply(chat: Chat, params: SamplingParams) -> str:
+        text = chat[-1]["content"]
+        if text.startswith("You review"):
+            return "The answer is fine. No changes needed." if "question 0" in text else "Too vague; add detail."
+        if text.startswith("You rewrite"):
+            return "Revised response: a better answer"
+        return "first answer"
+
+    backend = ScriptedBackend(reply=reply)
+    rows = run_loop(items(3), constitution.load("default"), backend, backend, LoopSettings(revisions=2))
+    stopped = rows[0]
+    assert [r.stopped for r in stopped.rounds] == [True] and stopped.final == "first answer"
+    assert not stopped.revised
+    other = rows[1]
+    assert len(other.rounds) == 2 and other.final == "a better answer"  # the label was stripped
+    assert other.rounds[0].changed and not other.rounds[1].changed  # same text again is no change
+    assert backend.calls == [3, 3, 2, 2, 2]
+    no_stop = run_loop(items(1), constitution.load("default"), backend, backend, LoopSettings(stop_early=False))
+    assert len(no_stop[0].rounds) == 2 and not no_stop[0].rounds[0].stopped
+
+
+@pytest.mark.parametrize(
+    ("critique", "expected"),
+    [
+        ("The response is respectful and accurate. No changes needed.", True),
+        ("no change is necessary here", True),
+        ("Nothing needs to change.", True),
+        ("There is nothing to fix in this answer.", True),
+        ("The response gives step-by-step instructions; remove them.", False),
+        ("Changes are needed: the tone is preachy.", False),
+    ],
+)
+def test_nothing_to_change_detector(critique: str, expected: bool) -> None:
+    assert finds_nothing_to_change(critique) is expected
+
+
+def test_principle_sampling_is_seeded_weighted_and_stable() -> None:
+    rules = constitution.load("default")
+    first = [sample_principle(rules, 7, f"row{i}", 1).id for i in range(300)]
+    assert first == [sample_principle(rules, 7, f"row{i}", 1).id for i in range(300)]
+    assert first != [sample_principle(rules, 8, f"row{i}", 1).id for i in range(300)]
+    assert len(set(first)) > 10  # spread over many principles
+    heavy = constitution.load("harmlessness")
+    light = [p.id for p in heavy.principles if p.weight == 0.5]
+    full = [p.id for p in heavy.principles if p.weight == 1.0]
+    counts = [sample_principle(heavy, 0, f"r{i}", 1).id for i in range(6000)]
+    per_light = sum(counts.count(i) for i in light) / len(light)
+    per_full = sum(counts.count(i) for i in full) / len(full)
+    assert 0.35 < per_light / per_full < 0.65  # weight 0.5 is drawn about half as often as weight 1.0
+
+
+def test_generate_writes_trajectories_dataset_card_and_constitution(tmp_path: Path) -> None:
+    summary = generate(config(tmp_path), progress=False)
+    out = tmp_path / "run"
+    lines = (out / "trajectories.jsonl").read_text().splitlines()
+    assert len(lines) == 6 == summary.rows == summary.generated
+    row = json.loads(lines[0])
+    assert row["schema_version"] == 1 and row["constitution"]["hash"] == constitution.load("default").content_hash
+    data = load_from_disk(str(out / "dataset"))
+    prefs = data["preferences"]
+    assert len(prefs) == summary.pairs == 6
+    pair = prefs[0]
+    assert pair["prompt"][-1]["role"] == "user"
+    assert pair["chosen"][0]["role"] == "assistant" and pair["rejected"][0]["role"] == "assistant"
+    assert pair["label_source"] == "revision_assumed_better"
+    assert pair["chosen"][0]["content"] != pair["rejected"][0]["content"]
+    assert data["sft"][0]["messages"][-1]["content"] == pair["chosen"][0]["content"]
+    card = (out / "README.md").read_text()
+    assert "sha256" in card and "revision_assumed_better" in card and "| prompts | 6 |" in card
+    assert constitution.load(out / "constitution.yaml").content_hash == row["constitution"]["hash"]
+
+
+def test_rerun_resumes_without_duplicates_and_extends(tmp_path: Path) -> None:
+    generate(config(tmp_path, limit=4), progress=False)
+    again = generate(config(tmp_path, limit=4), progress=False)
+    assert again.generated == 0 and again.skipped == 4
+    more = generate(config(tmp_path, limit=7), progress=False)
+    assert more.generated == 3 and more.rows == 7
+    ids = [json.loads(line)["id"] for line in (tmp_path / "run" / "trajectories.jsonl").read_text().splitlines()]
+    assert len(ids) == len(set(ids)) == 7
+
+
+def test_torn_last_line_is_cut_and_regenerated(tmp_path: Path) -> None:
+    generate(config(tmp_path, limit=3), progress=False)
+    path = tmp_path / "run" / "trajectories.jsonl"
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[:2]) + lines[2][: len(lines[2]) // 2])  # a kill in the middle of row 3
+    summary = generate(config(tmp_path, limit=3), progress=False)
+    assert summary.generated == 1
+
+    def without_timings(text: str) -> list[dict[str, object]]:
+        return [{k: v for k, v in json.loads(x).items() if k != "timings"} for x in text.splitlines()]
+
+    assert path.read_text().splitlines(keepends=True)[:2] == lines[:2]
+    assert without_timings(path.read_text()) == without_timings("".join(lines))  # deterministic backend
+
+
+def test_corrupt_middle_line_is_refused_not_overwritten(tmp_path: Path) -> None:
+    generate(config(tmp_path, limit=3), progress=False)
+    path = tmp_path / "run" / "trajectories.jsonl"
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text(lines[0] + "{broken\n" + lines[2])
+    before = path.read_bytes()
+    with pytest.raises(RunDirError, match=r"trajectories.jsonl:2"):
+        generate(config(tmp_path, limit=3), progress=False)
+    assert path.read_bytes() == before
+
+
+def test_other_settings_are_refused_unless_forced(tmp_path: Path) -> None:
+    generate(config(tmp_path, limit=2), progress=False)
+    with pytest.raises(RunDirError, match="constitution"):
+        generate(config(tmp_path, limit=2, constitution="helpfulness"), progress=False)
+    with pytest.raises(RunDirError, match="policy"):
+        generate(config(tmp_path, limit=2, model="hf:other"), progress=False)
+    forced = generate(config(tmp_path, limit=3, constitution="helpfulness", force=True), progress=False)
+    assert forced.generated == 1 and forced.rows == 3
+    hashes = {json.loads(x)["constitution"]["id"] for x in (tmp_path / "run" / "trajectories.jsonl").open()}
+    assert hashes == {"default", "helpfulness"}  # each row keeps its own provenance
+
+
+def test_folder_with_other_files_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(RunDirError, match="not empty"):
+        generate(config(tmp_path), progress=False)
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_model_that_fails_to_load_leaves_no_manifest(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["generate", "--out", str(tmp_path / "run"), "--model", str(tmp_path / "nope")])
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "run" / "run.json").exists()
+
+
+def test_cli_generate_and_export(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = CliRunner().invoke(
+        cli, ["generate", "--model", "scripted", "--out", str(out), "--limit", "5", "--revisions", "1"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "5 rows" in result.stdout and "preference pairs" in result.stdout
+    for fmt in ("jsonl", "parquet"):
+        exported = CliRunner().invoke(cli, ["export", str(out), "--format", fmt])
+        assert exported.exit_code == 0, exported.output
+    rows = [json.loads(x) for x in (out / "export" / "preferences.jsonl").read_text().splitlines()]
+    assert len(rows) == 5 and rows[0]["chosen"][0]["role"] == "assistant"
+    import pyarrow.parquet as pq
+
+    assert pq.read_table(out / "export" / "sft.parquet").num_rows == 5
+
+
+def test_config_file_with_flag_overrides(tmp_path: Path) -> None:
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(f"out: {tmp_path / 'run'}\nmodel: scripted\nlimit: 3\nrevisions: 1\nseed: 5\n")
+    result = CliRunner().invoke(cli, ["generate", "--config", str(cfg), "--limit", "2"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert manifest["seed"] == 5 and manifest["revisions"] == 1
+    assert len((tmp_path / "run" / "trajectories.jsonl").read_text().splitlines()) == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--prompts", "{tmp}/empty.jsonl"], "empty.jsonl: empty file"),
+        (["--prompts", "{tmp}/bad.jsonl"], "bad.jsonl:2"),
+        (["--prompts", "{tmp}/missing.jsonl"], "missing.jsonl"),
+        (["--constitution", "{tmp}/empty_rules.yaml"], "empty_rules.yaml"),
+        (["--constitution", "no-such-rules"], "no such file"),
+        (["--revisions", "-1"], "revisions"),
+        (["--config", "{tmp}/typo.yaml"], "did you mean 'revisions'"),
+    ],
+)
+def test_bad_input_is_one_clear_message(tmp_path: Path, args: list[str], message: str) -> None:
+    (tmp_path / "empty.jsonl").write_text("")
+    (tmp_path / "bad.jsonl").write_text('{"prompt": "fine"}\n{"prompt": "broken\n')
+    (tmp_path / "empty_rules.yaml").write_text(
+        "schema_version: 1\nid: e\nname: E\ndescription: d\nversion: '1'\nprinciples: []\n"
+    )
+    (tmp_path / "typo.yaml").write_text("revisons: 2\n")
+    argv = ["generate", "--model", "scripted", "--out", str(tmp_path / "run"), *(a.format(tmp=tmp_path) for a in args)]
+    result = CliRunner().invoke(cli, argv)
+    assert result.exit_code in (1, 2), result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "run" / "trajectories.jsonl").exists()
+
+
+KILLABLE = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from engine.backends.scripted import ScriptedBackend, default_reply
+    from engine.config import GenerateConfig
+    from engine.generate import generate
+
+    def slow(chat, params):
+        time.sleep(0.01)
+        return default_reply(chat, params)
+
+    cfg = GenerateConfig(out=Path(sys.argv[1]), model="scripted", prompts=sys.argv[2], chunk_size=2, revisions=2)
+    generate(cfg, progress=False, backends=lambda *a, **k: ScriptedBackend(reply=slow))
+    """
+)
+
+
+def test_sigkill_mid_run_then_rerun_gives_exactly_one_row_per_prompt(tmp_path: Path) -> None:
+    prompts = write_prompts(tmp_path / "prompts.jsonl", 60)
+    out = tmp_path / "run"
+    trajectories = out / "trajectories.jsonl"
+    proc = subprocess.Popen([sys.executable, "-c", KILLABLE, str(out), str(prompts)], cwd=ROOT)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if trajectories.exists() and trajectories.read_text().count("\n") >= 6:
+            break
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    written = trajectories.read_text().count("\n")
+    assert 6 <= written < 60, "the kill should land mid-run"
+    kept = trajectories.read_text().splitlines()[:written]
+
+    summary = generate(
+        GenerateConfig(out=out, model="scripted", prompts=str(prompts), chunk_size=2, revisions=2), progress=False
+    )
+    lines = trajectories.read_text().splitlines()
+    ids = [json.loads(line)["id"] for line in lines]
+    assert sorted(ids) == [f"p{i:03d}" for i in range(60)]  # exactly one row per prompt
+    assert lines[:written] == kept  # rows written before the kill are untouched
+    assert summary.generated == 60 - written
