@@ -12,14 +12,15 @@ from __future__ import annotations
 import os
 import shutil
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.records import RunManifest, Trajectory
 
 if TYPE_CHECKING:
-    from datasets import DatasetDict
+    from datasets import Features
 
 DATASET_DIR = "dataset"
 CARD = "README.md"
@@ -27,111 +28,149 @@ LABEL_SOURCE = "revision_assumed_better"
 """``label_source`` of pairs whose order comes from the pipeline, not from a judge."""
 
 
-def preference_rows(trajectories: Sequence[Trajectory]) -> list[dict[str, Any]]:
-    """One pair per trajectory whose answer the rounds changed."""
-    return [
-        {
-            "id": t.id,
-            "prompt": t.prompt,
-            "chosen": [{"role": "assistant", "content": t.final}],
-            "rejected": [{"role": "assistant", "content": t.initial}],
-            "label_source": LABEL_SOURCE,
-            "category": t.category or "",
-            "kind": t.kind or "",
-            "principle_ids": [r.principle_id for r in t.rounds if r.changed],
-            "rounds": len(t.rounds),
-            "constitution_hash": t.constitution.hash,
-            "policy_model": t.models["policy"].get("model", ""),
-            "critic_model": t.models["critic"].get("model", ""),
-            "source": t.source,
-        }
-        for t in trajectories
-        if t.revised
-    ]
+def preference_row(t: Trajectory) -> dict[str, Any] | None:
+    """The pair a trajectory gives, or None when no round changed its answer."""
+    if not t.revised:
+        return None
+    return {
+        "id": t.id,
+        "prompt": t.prompt,
+        "chosen": [{"role": "assistant", "content": t.final}],
+        "rejected": [{"role": "assistant", "content": t.initial}],
+        "label_source": LABEL_SOURCE,
+        "category": t.category or "",
+        "kind": t.kind or "",
+        "principle_ids": [r.principle_id for r in t.rounds if r.changed],
+        "rounds": len(t.rounds),
+        "constitution_hash": t.constitution.hash,
+        "policy_model": t.models["policy"].get("model", ""),
+        "critic_model": t.models["critic"].get("model", ""),
+        "source": t.source,
+    }
 
 
-def sft_rows(trajectories: Sequence[Trajectory]) -> list[dict[str, Any]]:
-    """Every prompt with its final answer, as chat ``messages``."""
-    return [
-        {
-            "id": t.id,
-            "messages": [*t.prompt, {"role": "assistant", "content": t.final}],
-            "revised": t.revised,
-            "category": t.category or "",
-            "constitution_hash": t.constitution.hash,
-        }
-        for t in trajectories
-    ]
+def sft_row(t: Trajectory) -> dict[str, Any]:
+    """A prompt with its final answer, as chat ``messages``."""
+    return {
+        "id": t.id,
+        "messages": [*t.prompt, {"role": "assistant", "content": t.final}],
+        "revised": t.revised,
+        "category": t.category or "",
+        "constitution_hash": t.constitution.hash,
+    }
 
 
-def build_dataset(trajectories: Sequence[Trajectory]) -> DatasetDict:
-    """The ``preferences`` and ``sft`` splits as a Hugging Face ``DatasetDict``."""
-    from datasets import Dataset, DatasetDict, Features, List, Value
+def _features() -> dict[str, Features]:
+    from datasets import Features, List, Value
 
     message = {"role": Value("string"), "content": Value("string")}
-    preferences = Features(
-        {
-            "id": Value("string"),
-            "prompt": List(message),
-            "chosen": List(message),
-            "rejected": List(message),
-            "label_source": Value("string"),
-            "category": Value("string"),
-            "kind": Value("string"),
-            "principle_ids": List(Value("string")),
-            "rounds": Value("int32"),
-            "constitution_hash": Value("string"),
-            "policy_model": Value("string"),
-            "critic_model": Value("string"),
-            "source": Value("string"),
-        }
-    )
-    sft = Features(
-        {
-            "id": Value("string"),
-            "messages": List(message),
-            "revised": Value("bool"),
-            "category": Value("string"),
-            "constitution_hash": Value("string"),
-        }
-    )
-    return DatasetDict(
-        {
-            "preferences": Dataset.from_list(preference_rows(trajectories), features=preferences),
-            "sft": Dataset.from_list(sft_rows(trajectories), features=sft),
-        }
-    )
+    return {
+        "preferences": Features(
+            {
+                "id": Value("string"),
+                "prompt": List(message),
+                "chosen": List(message),
+                "rejected": List(message),
+                "label_source": Value("string"),
+                "category": Value("string"),
+                "kind": Value("string"),
+                "principle_ids": List(Value("string")),
+                "rounds": Value("int32"),
+                "constitution_hash": Value("string"),
+                "policy_model": Value("string"),
+                "critic_model": Value("string"),
+                "source": Value("string"),
+            }
+        ),
+        "sft": Features(
+            {
+                "id": Value("string"),
+                "messages": List(message),
+                "revised": Value("bool"),
+                "category": Value("string"),
+                "constitution_hash": Value("string"),
+            }
+        ),
+    }
 
 
-def save_dataset(dataset: DatasetDict, out: Path) -> Path:
-    """Save under ``out/dataset`` atomically (a half-written dataset never replaces a good one)."""
+def save_dataset(rows: Iterable[Trajectory], out: Path) -> tuple[Path, dict[str, int], RunStats]:
+    """Build the ``preferences`` and ``sft`` splits and save them under ``out/dataset``.
+
+    One pass over the rows streams them into Arrow files (memory stays flat
+    however long the run) and counts what the card reports; the new dataset
+    replaces the old one only once it is complete.
+
+    Returns:
+        The dataset folder, the number of rows per split, and the run's counts.
+    """
+    from datasets import Dataset, DatasetDict
+    from datasets.arrow_writer import ArrowWriter
     from datasets.utils.logging import disable_progress_bar
 
-    disable_progress_bar()  # our own bar covers the long part; saving is quick
+    disable_progress_bar()  # our own bar covers the long part
+    work = out / f".{DATASET_DIR}.work"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    features = _features()
+    writers = {split: ArrowWriter(features=f, path=str(work / f"{split}.arrow")) for split, f in features.items()}
+    stats = RunStats()
+    try:
+        for trajectory in rows:
+            stats.add(trajectory)
+            pair = preference_row(trajectory)
+            if pair is not None:
+                writers["preferences"].write(pair)
+            writers["sft"].write(sft_row(trajectory))
+        for writer in writers.values():
+            writer.finalize()
+    finally:
+        for writer in writers.values():
+            writer.close()
+    dataset = DatasetDict({split: Dataset.from_file(str(work / f"{split}.arrow")) for split in features})
     target = out / DATASET_DIR
     tmp = out / f".{DATASET_DIR}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    dataset.save_to_disk(str(tmp))
     old = out / f".{DATASET_DIR}.old"
-    shutil.rmtree(old, ignore_errors=True)
+    for leftover in (tmp, old):
+        shutil.rmtree(leftover, ignore_errors=True)
+    dataset.save_to_disk(str(tmp))
+    sizes = {split: len(data) for split, data in dataset.items()}
     if target.exists():
         os.replace(target, old)
     os.replace(tmp, target)
-    shutil.rmtree(old, ignore_errors=True)
-    return target
+    for leftover in (old, work):
+        shutil.rmtree(leftover, ignore_errors=True)
+    return target, sizes, stats
 
 
-def write_card(out: Path, manifest: RunManifest, trajectories: Sequence[Trajectory], dataset: DatasetDict) -> Path:
+@dataclass
+class RunStats:
+    """Counts for the card and the summary, gathered in one pass over the rows."""
+
+    rows: int = 0
+    revised: int = 0
+    stopped: int = 0
+    rounds: int = 0
+    principles: Counter[str] = field(default_factory=Counter)
+    categories: Counter[str] = field(default_factory=Counter)
+
+    def add(self, t: Trajectory) -> None:
+        """Count one trajectory."""
+        self.rows += 1
+        self.revised += t.revised
+        self.stopped += any(r.stopped for r in t.rounds)
+        self.rounds += len(t.rounds)
+        self.principles.update(r.principle_id for r in t.rounds)
+        self.categories[t.category or "(none)"] += 1
+
+
+def write_card(out: Path, manifest: RunManifest, stats: RunStats, sizes: dict[str, int]) -> Path:
     """Write the dataset card (``README.md``) from the run's provenance."""
-    n = len(trajectories)
-    revised = sum(t.revised for t in trajectories)
-    stopped = sum(any(r.stopped for r in t.rounds) for t in trajectories)
-    rounds = sum(len(t.rounds) for t in trajectories)
-    used = Counter(r.principle_id for t in trajectories for r in t.rounds)
-    categories = Counter(t.category or "(none)" for t in trajectories)
+    n, revised, stopped, rounds = stats.rows, stats.revised, stats.stopped, stats.rounds
+    used, categories = stats.principles, stats.categories
     c = manifest.constitution
     s = manifest.sampling
-    pairs = len(dataset["preferences"])
+    pairs = sizes["preferences"]
     lines = [
         "---",
         "tags: [constitutional-ai, rlaif, preference, dpo, synthetic]",
@@ -168,7 +207,7 @@ def write_card(out: Path, manifest: RunManifest, trajectories: Sequence[Trajecto
         f"| rows that stopped early (nothing to change) | {stopped} |",
         f"| critique rounds | {rounds} |",
         f"| `preferences` pairs | {pairs} |",
-        f"| `sft` rows | {len(dataset['sft'])} |",
+        f"| `sft` rows | {sizes['sft']} |",
         "",
         "Principles used: " + ", ".join(f"`{k}` {v}" for k, v in used.most_common()) + ".",
         "",

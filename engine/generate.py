@@ -19,7 +19,7 @@ import constitution as constitution_lib
 from engine.backends import Backend, SamplingParams, load_backend
 from engine.config import GenerateConfig
 from engine.critique import LoopSettings, run_loop
-from engine.dataset import build_dataset, save_dataset, write_card
+from engine.dataset import save_dataset, write_card
 from engine.prompt_sets import load_prompts
 from engine.records import ConstitutionRef, RunManifest
 from engine.rundir import RunDir
@@ -93,22 +93,22 @@ def generate(config: GenerateConfig, *, progress: bool = True, backends: Backend
     else:
         run.begin()
 
-    rows = list(run.rows())
-    dataset = build_dataset(rows)
-    path = save_dataset(dataset, config.out)
+    path, sizes, stats = save_dataset(run.rows(), config.out)
     (config.out / "constitution.yaml").write_text(constitution_lib.dump(rules), encoding="utf-8")
-    write_card(config.out, manifest, rows, dataset)
+    write_card(config.out, manifest, stats, sizes)
     if config.push_to_hub:
-        dataset.push_to_hub(config.push_to_hub)
+        from datasets import load_from_disk
+
+        load_from_disk(str(path)).push_to_hub(config.push_to_hub)
     return Summary(
         out=config.out,
         dataset=path,
         prompts=len(items),
         skipped=len(items) - len(todo),
         generated=generated,
-        rows=len(rows),
-        revised=sum(r.revised for r in rows),
-        pairs=len(dataset["preferences"]),
+        rows=stats.rows,
+        revised=stats.revised,
+        pairs=sizes["preferences"],
         seconds=time.perf_counter() - start,
     )
 

@@ -10,6 +10,7 @@ so a quoted response cannot close its own quotation and talk to the model.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -27,6 +28,8 @@ _RUNS = re.compile(r"<{3,}|>{3,}")
 
 def neutralise(text: str) -> str:
     """Break every run of three or more ``<`` or ``>`` so quoted text cannot fake a delimiter."""
+    if "<<<" not in text and ">>>" not in text:  # the common case, without the regex
+        return text
     return _RUNS.sub(lambda m: " ".join(m.group()), text)
 
 
@@ -50,32 +53,48 @@ PACKAGE_ENV = jinja2.Environment(
     lstrip_blocks=True,
     keep_trailing_newline=False,
     autoescape=False,
+    auto_reload=False,  # package templates don't change while running; skips a stat() per render
 )
 PACKAGE_ENV.filters.update(FILTERS)
 SANDBOX_ENV = sandbox(FILTERS)
 
 
-def _template(constitution: Constitution | None, kind: str) -> jinja2.Template:
-    custom = getattr(constitution.templates, kind) if constitution and constitution.templates else None
-    if custom is not None:
-        return SANDBOX_ENV.from_string(custom)
-    return PACKAGE_ENV.get_template(f"{kind}.jinja")
+@functools.lru_cache(maxsize=64)
+def _sandboxed(source: str) -> jinja2.Template:
+    return SANDBOX_ENV.from_string(source)
 
 
 def _render(constitution: Constitution | None, kind: str, **variables: Any) -> Chat:
     assert set(variables) == TEMPLATE_VARIABLES[kind], f"template variables drifted for {kind}"
-    text = _template(constitution, kind).render(**variables).strip()
-    return [{"role": "user", "content": text}]
+    custom = getattr(constitution.templates, kind) if constitution and constitution.templates else None
+    if custom is not None:
+        text = _sandboxed(custom).render(**variables)
+    else:
+        # Package templates use no globals: a shared context skips merging them on every render,
+        # which is most of Jinja's per-call cost when thousands of prompts are rendered.
+        template = PACKAGE_ENV.get_template(f"{kind}.jinja")
+        text = "".join(template.root_render_func(template.new_context(variables, shared=True)))
+    return [{"role": "user", "content": text.strip()}]
+
+
+_PRINCIPLE_VALUES: dict[int, tuple[Principle, dict[str, Any], list[dict[str, Any]]]] = {}
+
+
+def _principle_values(principle: Principle) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The principle and its examples as template values, computed once per principle object."""
+    cached = _PRINCIPLE_VALUES.get(id(principle))
+    if cached is None or cached[0] is not principle:  # ids can be reused after garbage collection
+        if len(_PRINCIPLE_VALUES) > 4096:
+            _PRINCIPLE_VALUES.clear()
+        cached = (principle, principle.model_dump(), [_example(e) for e in principle.examples])
+        _PRINCIPLE_VALUES[id(principle)] = cached
+    return cached[1], cached[2]
 
 
 def _chat(conversation: Sequence[Message | Mapping[str, str]]) -> Chat:
     return [
         m.model_dump() if isinstance(m, Message) else {"role": m["role"], "content": m["content"]} for m in conversation
     ]
-
-
-def _examples(principle: Principle) -> list[dict[str, Any]]:
-    return [_example(e) for e in principle.examples]
 
 
 def _example(example: Example) -> dict[str, Any]:
@@ -98,14 +117,15 @@ def critique_prompt(
         response: The assistant response to critique.
         constitution: Supplies custom templates, if it has any.
     """
+    values, examples = _principle_values(principle)
     return _render(
         constitution,
         "critique",
         conversation=_chat(conversation),
         response=response,
         request=principle.critique_request,
-        principle=principle.model_dump(),
-        examples=_examples(principle),
+        principle=values,
+        examples=examples,
     )
 
 
@@ -117,6 +137,7 @@ def revision_prompt(
     constitution: Constitution | None = None,
 ) -> Chat:
     """The policy's prompt: rewrite ``response`` to fix what ``critique`` found."""
+    values, examples = _principle_values(principle)
     return _render(
         constitution,
         "revision",
@@ -124,8 +145,8 @@ def revision_prompt(
         response=response,
         critique=critique,
         request=principle.revision_request,
-        principle=principle.model_dump(),
-        examples=_examples(principle),
+        principle=values,
+        examples=examples,
     )
 
 
@@ -144,5 +165,5 @@ def comparison_prompt(
         response_a=response_a,
         response_b=response_b,
         question=principle.comparison_question,
-        principle=principle.model_dump(),
+        principle=_principle_values(principle)[0],
     )

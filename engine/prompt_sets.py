@@ -1,0 +1,639 @@
+"""Loading the prompts a critique run starts from.
+
+A prompt set is a list of :class:`PromptItem`: a chat that ends with a user turn,
+a stable id (runs resume and deduplicate by it) and, when known, the taxonomy
+category and the kind of request. :func:`load_prompts` reads them from
+
+* the builtin sets ``redteam`` and ``helpful`` (also ``builtin:redteam``), and
+  ``mixed``, the two interleaved (a bare builtin name always means the builtin:
+  write ``./redteam`` for a file or folder of that name);
+* a ``.jsonl``, ``.json`` (a list of rows), ``.csv`` (with a header row) or
+  ``.txt`` (one prompt per non-empty line) file;
+* a folder written by ``datasets``' ``save_to_disk`` (``PATH`` or ``PATH:SPLIT``,
+  split ``train`` by default), or a hub dataset as ``hf:NAME[:SPLIT]``.
+
+Each row is read with the first layout that fits: a ``messages`` chat; a
+``prompt`` string or chat; or a ``Human:``/``Assistant:`` transcript in a
+``transcript``, ``chosen``, ``text`` or ``prompt`` column (the format of the
+well-known red-team and harmlessness datasets). A final assistant turn is a
+response, not part of the prompt, and is dropped.
+
+``datasets`` and ``pyarrow`` are imported only when a dataset is loaded, so
+importing this module stays fast.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, field_validator
+
+from constitution.errors import did_you_mean
+
+__all__ = [
+    "BUILTIN_DIR",
+    "BUILTIN_SETS",
+    "FILE_SUFFIXES",
+    "KINDS",
+    "LAYOUTS",
+    "PromptItem",
+    "PromptSet",
+    "PromptSetError",
+    "load_prompt_set",
+    "load_prompts",
+    "parse_transcript",
+]
+
+log = logging.getLogger(__name__)
+
+BUILTIN_DIR = Path(__file__).parent / "data" / "prompts"
+"""Where the builtin prompt files live (package data)."""
+
+BUILTIN_SETS: dict[str, Path] = {
+    "redteam": BUILTIN_DIR / "redteam.jsonl",
+    "helpful": BUILTIN_DIR / "helpful.jsonl",
+}
+"""The builtin prompt sets by name."""
+
+MIXED = "mixed"
+"""Name of the builtin set that interleaves ``redteam`` and ``helpful``."""
+
+KINDS = ("harmful", "benign", "near_miss")
+"""Allowed values of :attr:`PromptItem.kind`."""
+
+ROLES = ("system", "user", "assistant")
+FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".txt")
+"""File extensions :func:`load_prompts` reads."""
+
+TRANSCRIPT_COLUMNS = ("transcript", "chosen", "text", "prompt")
+LAYOUTS = (
+    "'messages': a list of {role, content} objects",
+    "'prompt': a string, or a list of {role, content} objects",
+    "a 'Human: ... Assistant: ...' transcript string in 'transcript', 'chosen', 'text' or 'prompt'",
+)
+"""The row layouts recognised, in the order they are tried (for error messages)."""
+
+_TRANSCRIPT_START = re.compile(r"\A\s*Human:")
+# A speaker marker counts only at the very start or after a blank line, so a
+# "Human:" or "Time: 10:30" inside a turn never splits it.
+_MARKER = re.compile(r"(?:\A\s*|\n[ \t\r]*\n[ \t]*)(Human|Assistant):")
+_SPEAKERS = {"Human": "user", "Assistant": "assistant"}
+
+
+class PromptSetError(Exception):
+    """A prompt set could not be loaded.
+
+    The message names the file (or source) and, where it can be known, the
+    1-based line (JSONL, CSV, JSON syntax errors) or row.
+
+    Attributes:
+        file: The file, folder or source the problem is in.
+        line: The 1-based line, when known.
+        row: The 1-based row, for sources without lines (a JSON list, a dataset).
+    """
+
+    def __init__(
+        self, message: str, *, file: str | None = None, line: int | None = None, row: int | None = None
+    ) -> None:
+        self.file = file
+        self.line = line
+        self.row = row
+        self.reason = message
+        where = file or ""
+        if file is not None and line is not None:
+            where = f"{file}:{line}"
+        elif file is not None and row is not None:
+            where = f"{file}: row {row}"
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class PromptItem(BaseModel):
+    """One prompt: a chat ending with a user turn, with where it came from."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    """Stable id, used to resume runs and to deduplicate."""
+    messages: list[dict[str, str]]
+    """The chat, ending with a user turn; a system turn may come first only."""
+    category: str | None = None
+    """Taxonomy tag (see :mod:`constitution.taxonomy`) when known."""
+    kind: str | None = None
+    """``harmful``, ``benign`` or ``near_miss`` when known."""
+    source: str
+    """Where it came from: ``builtin:redteam``, ``prompts.jsonl``, ``hf:Anthropic/hh-rlhf:test``..."""
+
+    @field_validator("id")
+    @classmethod
+    def _id_not_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("id must not be empty")
+        return value
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, value: str | None) -> str | None:
+        if value is not None and value not in KINDS:
+            raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {value!r}")
+        return value
+
+    @field_validator("messages")
+    @classmethod
+    def _well_formed_chat(cls, value: list[dict[str, str]]) -> list[dict[str, str]]:
+        problem = _chat_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    """What :func:`load_prompt_set` read."""
+
+    source: str
+    """The source as given."""
+    items: list[PromptItem] = field(default_factory=list)
+    """The prompts, in order (after ``limit``)."""
+    dropped: int = 0
+    """Rows skipped because their final user turn was empty."""
+
+
+def load_prompts(source: str, *, limit: int | None = None) -> list[PromptItem]:
+    """Load a prompt set.
+
+    Args:
+        source: A builtin name (``redteam``, ``helpful``, ``mixed``, optionally
+            prefixed ``builtin:``), a ``.jsonl``/``.json``/``.csv``/``.txt``
+            file, a ``save_to_disk`` folder (``PATH`` or ``PATH:SPLIT``), or
+            ``hf:NAME[:SPLIT]``.
+        limit: Keep only the first ``limit`` prompts (after loading, so ids do
+            not depend on it).
+
+    Returns:
+        The prompts, in the order of the source.
+
+    Raises:
+        PromptSetError: The source is missing, unreadable, or a row is malformed;
+            the message names the file and line (or row).
+    """
+    return load_prompt_set(source, limit=limit).items
+
+
+def load_prompt_set(source: str, *, limit: int | None = None) -> PromptSet:
+    """Like :func:`load_prompts`, also saying how many empty rows were dropped.
+
+    Args:
+        source: See :func:`load_prompts`.
+        limit: See :func:`load_prompts`.
+
+    Returns:
+        The prompt set.
+
+    Raises:
+        PromptSetError: See :func:`load_prompts`.
+    """
+    if limit is not None and limit < 0:
+        raise PromptSetError(f"limit must be 0 or more, not {limit}", file=source)
+    items, dropped = _load(source)
+    if dropped:
+        log.warning("%s: dropped %d row%s with an empty prompt", source, dropped, "s" * (dropped != 1))
+    return PromptSet(source=source, items=items if limit is None else items[:limit], dropped=dropped)
+
+
+def parse_transcript(text: str) -> list[dict[str, str]]:
+    """Split a ``Human:``/``Assistant:`` transcript into chat turns.
+
+    Markers count only at the very start (after optional whitespace) or after a
+    blank line, so ``Human:`` or ``10:30`` inside a turn is kept as text. Turn
+    texts are stripped and consecutive turns of one speaker merged with a blank
+    line. Every turn is kept, including a final assistant turn.
+
+    Args:
+        text: The transcript, e.g. ``"\\n\\nHuman: Hi\\n\\nAssistant: Hello"``.
+
+    Returns:
+        The turns as ``{"role", "content"}`` dicts (roles ``user`` and
+        ``assistant``); empty if ``text`` has no leading ``Human:`` marker.
+    """
+    if not _TRANSCRIPT_START.match(text):
+        return []
+    marks = list(_MARKER.finditer(text))
+    turns: list[dict[str, str]] = []
+    for i, mark in enumerate(marks):
+        end = marks[i + 1].start() if i + 1 < len(marks) else len(text)
+        role, content = _SPEAKERS[mark.group(1)], text[mark.end() : end].strip()
+        if turns and turns[-1]["role"] == role:
+            joined = "\n\n".join(part for part in (turns[-1]["content"], content) if part)
+            turns[-1] = {"role": role, "content": joined}
+        else:
+            turns.append({"role": role, "content": content})
+    return turns
+
+
+# --------------------------------------------------------------------------- sources
+
+
+_Fail = Callable[[str], PromptSetError]
+
+
+@dataclass
+class _Row:
+    """A raw row and where it is, for error messages."""
+
+    data: Any
+    line: int | None = None
+    row: int | None = None
+
+
+def _load(source: str) -> tuple[list[PromptItem], int]:
+    if source.startswith("builtin:"):
+        return _load_builtin(source.removeprefix("builtin:"))
+    if source.startswith("hf:"):
+        return _load_hub(source)
+    if source in BUILTIN_SETS or source == MIXED:  # before paths: an output folder named "redteam" must not shadow it
+        return _load_builtin(source)
+    path = Path(source)
+    if _exists(path):
+        if path.is_dir():
+            return _load_saved(path, None, source)
+        return _load_file(path, source)
+    name, sep, split = source.rpartition(":")
+    if sep and name and split and _is_dir(Path(name)):
+        return _load_saved(Path(name), split, source)
+    if path.suffix or len(path.parts) > 1:
+        raise PromptSetError("no such file or folder", file=source)
+    names = [*BUILTIN_SETS, MIXED]
+    raise PromptSetError(
+        f"no such file or folder, nor a builtin prompt set{did_you_mean(source, names)} "
+        f"(builtins: {', '.join(names)}; or a {', '.join(FILE_SUFFIXES)} file, a save_to_disk folder, hf:NAME[:SPLIT])",
+        file=source,
+    )
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:
+        return False
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
+
+
+def _load_builtin(name: str) -> tuple[list[PromptItem], int]:
+    names = [*BUILTIN_SETS, MIXED]
+    if name == MIXED:
+        red, red_dropped = _load_builtin("redteam")
+        helpful, helpful_dropped = _load_builtin("helpful")
+        return _dedupe(_interleave(red, helpful)), red_dropped + helpful_dropped
+    if name not in BUILTIN_SETS:
+        raise PromptSetError(
+            f"not a builtin prompt set{did_you_mean(name, names)} (builtins: {', '.join(names)})",
+            file=f"builtin:{name}",
+        )
+    path = BUILTIN_SETS[name]
+    if not path.is_file():
+        raise PromptSetError(f"the builtin prompt file is missing (expected {path})", file=f"builtin:{name}")
+    return _build(_jsonl_rows(path, str(path)), str(path), stem=name, source=f"builtin:{name}")
+
+
+def _interleave(first: Sequence[PromptItem], second: Sequence[PromptItem]) -> list[PromptItem]:
+    """Alternate the two lists, then append what is left of the longer one."""
+    out: list[PromptItem] = []
+    for i in range(max(len(first), len(second))):
+        out.extend(items[i] for items in (first, second) if i < len(items))
+    return out
+
+
+def _load_file(path: Path, source: str) -> tuple[list[PromptItem], int]:
+    suffix = path.suffix.lower()
+    rows: Iterable[_Row]
+    if suffix == ".jsonl":
+        rows = _jsonl_rows(path, source)
+    elif suffix == ".json":
+        rows = _json_rows(path, source)
+    elif suffix == ".csv":
+        rows = _csv_rows(path, source)
+    elif suffix == ".txt":
+        rows = _txt_rows(path, source)
+    else:
+        raise PromptSetError(
+            f"unknown file extension {path.suffix or '(none)'!r}; prompt files are {', '.join(FILE_SUFFIXES)}, "
+            "or a folder saved with datasets' save_to_disk",
+            file=source,
+        )
+    return _build(rows, source, stem=path.stem, source=source)
+
+
+def _read_text(path: Path, where: str) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise PromptSetError(f"cannot read: {exc.strerror or exc}", file=where) from exc
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise PromptSetError(f"not UTF-8 text (byte {data[exc.start]:#04x})", file=where, line=line) from exc
+    if not text.strip():
+        raise PromptSetError("empty file", file=where)
+    return text
+
+
+def _lines(text: str) -> list[str]:
+    """Split on newlines only (``str.splitlines`` also splits on U+2028, which a JSON string may hold)."""
+    return [line.removesuffix("\r") for line in text.split("\n")]
+
+
+def _jsonl_rows(path: Path, where: str) -> Iterator[_Row]:
+    text = _read_text(path, where)
+    for number, line in enumerate(_lines(text), start=1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise PromptSetError(f"not valid JSON: {exc.msg} (column {exc.colno})", file=where, line=number) from exc
+        yield _Row(data, line=number)
+
+
+def _json_rows(path: Path, where: str) -> Iterator[_Row]:
+    text = _read_text(path, where)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PromptSetError(f"not valid JSON: {exc.msg} (column {exc.colno})", file=where, line=exc.lineno) from exc
+    if not isinstance(data, list):
+        raise PromptSetError(f"expected a JSON list of rows, got {_type_name(data)}", file=where)
+    for number, row in enumerate(data, start=1):
+        yield _Row(row, row=number)
+
+
+def _csv_rows(path: Path, where: str) -> Iterator[_Row]:
+    text = _read_text(path, where)
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader)
+        line = reader.line_num + 1
+        for values in reader:
+            if values:
+                if len(values) > len(header):
+                    raise PromptSetError(
+                        f"{len(values)} fields but the header has {len(header)}", file=where, line=line
+                    )
+                yield _Row(dict(zip(header, values, strict=False)), line=line)
+            line = reader.line_num + 1
+    except csv.Error as exc:
+        raise PromptSetError(f"not valid CSV: {exc}", file=where, line=reader.line_num) from exc
+
+
+def _txt_rows(path: Path, where: str) -> Iterator[_Row]:
+    text = _read_text(path, where)
+    for number, line in enumerate(_lines(text), start=1):
+        if line.strip():
+            yield _Row({"messages": [{"role": "user", "content": line.strip()}]}, line=number)
+
+
+def _load_saved(path: Path, split: str | None, source: str) -> tuple[list[PromptItem], int]:
+    from datasets import load_from_disk
+
+    try:
+        loaded = load_from_disk(str(path))
+    except (FileNotFoundError, ValueError, OSError) as exc:
+        raise PromptSetError(
+            f"not a dataset folder saved with datasets' save_to_disk; prompt files are {', '.join(FILE_SUFFIXES)}",
+            file=source if split is None else source[: -len(split) - 1],
+        ) from exc
+    dataset = _pick_split(loaded, split, source)
+    return _build(_dataset_rows(dataset), source, stem=path.resolve().name, source=source)
+
+
+def _load_hub(source: str) -> tuple[list[PromptItem], int]:
+    spec = source.removeprefix("hf:")
+    name, _, split = spec.partition(":")
+    if not name:
+        raise PromptSetError("expected hf:NAME[:SPLIT], e.g. hf:Anthropic/hh-rlhf:test", file=source)
+    split = split or "train"
+    from datasets import load_dataset
+
+    try:
+        loaded = load_dataset(name, split=split)
+    except Exception as exc:  # network, missing dataset, unknown split: all reported the same way
+        raise PromptSetError(f"could not load the hub dataset: {type(exc).__name__}: {exc}", file=source) from exc
+    label = f"hf:{name}:{split}"
+    dataset = _pick_split(loaded, split, label)
+    return _build(_dataset_rows(dataset), label, stem=name.rstrip("/").rsplit("/", 1)[-1], source=label)
+
+
+def _pick_split(loaded: Any, split: str | None, where: str) -> Any:
+    from datasets import Dataset, DatasetDict
+
+    if isinstance(loaded, DatasetDict):
+        return _split_of(loaded, split or "train", where)
+    if isinstance(loaded, Dataset):
+        # load_dataset has already taken the split; a save_to_disk folder of one Dataset has none.
+        if split is not None and not where.startswith("hf:"):
+            raise PromptSetError(f"this folder holds a single dataset without splits; drop ':{split}'", file=where)
+        return loaded
+    raise PromptSetError(f"expected a Dataset or DatasetDict, got {_type_name(loaded)}", file=where)
+
+
+def _split_of(loaded: Any, split: str, where: str) -> Any:
+    if split not in loaded:
+        splits = list(loaded)
+        raise PromptSetError(
+            f"no split {split!r}{did_you_mean(split, splits)} (splits: {', '.join(splits) or 'none'}; "
+            "choose one with :SPLIT after the name)",
+            file=where,
+        )
+    return loaded[split]
+
+
+def _dataset_rows(dataset: Any, batch_size: int = 1000) -> Iterator[_Row]:
+    number = 0
+    # Batches: iterating a Dataset row by row costs tens of microseconds a row.
+    for batch in dataset.with_format(None).iter(batch_size=batch_size):
+        columns = list(batch)
+        for values in zip(*(batch[c] for c in columns), strict=True):
+            number += 1
+            yield _Row(dict(zip(columns, values, strict=True)), row=number)
+
+
+# --------------------------------------------------------------------------- rows
+
+
+def _build(rows: Iterable[_Row], where: str, *, stem: str, source: str) -> tuple[list[PromptItem], int]:
+    items: list[PromptItem] = []
+    dropped = 0
+    for raw in rows:
+        item = _row_to_item(raw, where, stem=stem, source=source)
+        if item is None:
+            dropped += 1
+        else:
+            items.append(item)
+    if not items:
+        detail = f" ({dropped} row{'s' * (dropped != 1)} with an empty prompt)" if dropped else ""
+        error = PromptSetError(f"no prompts in {where}{detail}")
+        error.file = where
+        raise error
+    return _dedupe(items), dropped
+
+
+def _dedupe(items: Sequence[PromptItem]) -> list[PromptItem]:
+    """Give repeated ids ``-2``, ``-3``... suffixes, in order (earlier items keep theirs)."""
+    seen: set[str] = set()
+    counts: dict[str, int] = {}
+    out: list[PromptItem] = []
+    for item in items:
+        new = item.id
+        if new in seen:
+            n = counts.get(item.id, 1)
+            while new in seen:
+                n += 1
+                new = f"{item.id}-{n}"
+            counts[item.id] = n
+            item = item.model_copy(update={"id": new})
+        seen.add(new)
+        out.append(item)
+    return out
+
+
+def _row_to_item(raw: _Row, where: str, *, stem: str, source: str) -> PromptItem | None:
+    def fail(message: str) -> PromptSetError:
+        return PromptSetError(message, file=where, line=raw.line, row=raw.row)
+
+    row = raw.data
+    if not isinstance(row, Mapping):
+        raise fail(f"a row must be an object, got {_type_name(row)}")
+    messages = _messages_of(row, fail)
+    if not messages or (messages[-1]["role"] == "user" and not messages[-1]["content"].strip()):
+        return None
+    problem = _chat_problem(messages)
+    if problem:
+        raise fail(problem)
+    row_id = _optional_str(row, "id", fail, allow_int=True) or _content_id(stem, messages)
+    category = _optional_str(row, "category", fail) or _optional_str(row, "tag", fail)
+    kind = _optional_str(row, "kind", fail)
+    if kind is not None and kind not in KINDS:
+        raise fail(f"kind: must be one of {', '.join(KINDS)}, not {kind!r}")
+    # Everything PromptItem's validators check was checked above, with the line in the message.
+    return PromptItem.model_construct(id=row_id, messages=messages, category=category, kind=kind, source=source)
+
+
+def _messages_of(row: Mapping[str, Any], fail: _Fail) -> list[dict[str, str]]:
+    """The prompt chat of a row (final assistant turn dropped), by the first layout that fits.
+
+    A blank column (null, whitespace, an empty list: an empty CSV cell, say) is
+    passed over; a row whose layout columns are all blank gives ``[]``.
+    """
+    messages = row.get("messages")
+    if not _blank(messages):
+        return _drop_response(_chat(messages, "messages", fail), "messages", fail)
+    prompt = row.get("prompt")
+    if isinstance(prompt, str) and not _blank(prompt):
+        if _TRANSCRIPT_START.match(prompt):
+            return _drop_response(parse_transcript(prompt), "prompt", fail)
+        return [{"role": "user", "content": prompt.strip()}]
+    if isinstance(prompt, list) and prompt:
+        return _drop_response(_chat(prompt, "prompt", fail), "prompt", fail)
+    if not _blank(prompt):
+        raise fail(f"prompt: expected a string or a list of {{role, content}} objects, got {_type_name(prompt)}")
+    for column in TRANSCRIPT_COLUMNS:
+        value = row.get(column)
+        if isinstance(value, str) and _TRANSCRIPT_START.match(value):
+            return _drop_response(parse_transcript(value), column, fail)
+    if any(key in row and _blank(row[key]) for key in ("messages", "prompt", *TRANSCRIPT_COLUMNS)):
+        return []
+    columns = ", ".join(repr(str(key)) for key in row) or "none"
+    hint = ""
+    found = [c for c in TRANSCRIPT_COLUMNS if isinstance(row.get(c), str)]
+    if found:
+        hint = f" ('{found[0]}' is not a transcript: it does not start with 'Human:')"
+    raise fail(f"no prompt found{hint}; expected one of: {'; '.join(LAYOUTS)} (columns found: {columns})")
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip()) or (isinstance(value, list) and not value)
+
+
+def _chat(value: Any, name: str, fail: _Fail) -> list[dict[str, str]]:
+    if isinstance(value, str) and name == "messages":
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise fail(f"{name}: a string here must be a JSON list of {{role, content}} objects ({exc.msg})") from exc
+    if not isinstance(value, list):
+        raise fail(f"{name}: expected a list of {{role, content}} objects, got {_type_name(value)}")
+    chat: list[dict[str, str]] = []
+    for i, message in enumerate(value):
+        if not isinstance(message, Mapping):
+            raise fail(f"{name}[{i}]: expected a {{role, content}} object, got {_type_name(message)}")
+        role, content = message.get("role"), message.get("content")
+        if role not in ROLES:
+            shown = "missing" if role is None else repr(role)
+            raise fail(f"{name}[{i}].role: must be one of {', '.join(ROLES)} ({shown})")
+        if not isinstance(content, str):
+            shown = "missing" if content is None else f"got {_type_name(content)}"
+            raise fail(f"{name}[{i}].content: expected a string ({shown})")
+        chat.append({"role": role, "content": content})
+    return chat
+
+
+def _drop_response(chat: list[dict[str, str]], name: str, fail: _Fail) -> list[dict[str, str]]:
+    if chat and chat[-1]["role"] == "assistant":
+        chat = chat[:-1]
+    if chat and chat[-1]["role"] != "user":
+        raise fail(f"{name}: the conversation must end with a user turn (or a user turn then one assistant turn)")
+    return chat
+
+
+def _chat_problem(chat: Sequence[Mapping[str, str]]) -> str:
+    """What is wrong with a prompt chat, or ``""``."""
+    if not chat:
+        return "the conversation is empty"
+    for i, message in enumerate(chat):
+        if message.get("role") not in ROLES:
+            return f"messages[{i}].role: must be one of {', '.join(ROLES)}"
+        if not isinstance(message.get("content"), str):
+            return f"messages[{i}].content: expected a string"
+        if message["role"] == "system" and i != 0:
+            return f"messages[{i}]: a system turn may only come first"
+    if chat[-1]["role"] != "user":
+        return "the conversation must end with a user turn"
+    return ""
+
+
+def _optional_str(row: Mapping[str, Any], key: str, fail: _Fail, *, allow_int: bool = False) -> str | None:
+    value = row.get(key)
+    if value is None:
+        return None
+    if allow_int and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, str):
+        raise fail(f"{key}: expected a string, got {_type_name(value)}")
+    return value.strip() or None
+
+
+def _content_id(stem: str, messages: Sequence[Mapping[str, str]]) -> str:
+    canonical = json.dumps(list(messages), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return f"{stem}-{hashlib.sha256(canonical.encode('utf-8')).hexdigest()[:12]}"
+
+
+def _type_name(value: Any) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    if value is None:
+        return "null"
+    return names.get(type(value), type(value).__name__)
