@@ -75,12 +75,10 @@ def main() -> None:
         print(f"{int(r['n']):>8} {r['seconds']:>8.1f} {r['rows'] / r['seconds']:>8.0f} {r['peak_mib']:>9.0f}")
     rate = large["rows"] / large["seconds"]
     ratio = large["peak_mib"] / small["peak_mib"]
-    print(
-        f"\nthroughput at {int(large['n'])}: {rate:,.0f} trajectories/s (target >= 1,000): {'met' if rate >= 1000 else 'NOT met'}"
-    )
-    print(
-        f"peak memory {int(large['n'])} vs {int(small['n'])}: {ratio:.2f}x (target <= 1.5x): {'met' if ratio <= 1.5 else 'NOT met'}"
-    )
+    verdict = {True: "met", False: "NOT met"}
+    n_large, n_small = int(large["n"]), int(small["n"])
+    print(f"\nthroughput at {n_large}: {rate:,.0f} trajectories/s (target >= 1,000): {verdict[rate >= 1000]}")
+    print(f"peak memory, {n_large} vs {n_small}: {ratio:.2f}x (target <= 1.5x): {verdict[ratio <= 1.5]}")
 
 
 if __name__ == "__main__":

@@ -59,7 +59,8 @@ class RunDir:
                 raise RunDirError(
                     f"{path} holds a run made with other settings:\n  "
                     + "\n  ".join(diffs)
-                    + "\nUse another --out, or --force to add rows made with the new settings (each row records its own)."
+                    + "\nUse another --out, or --force to add rows made with the new settings"
+                    + " (each row records its own)."
                 )
         elif path.exists() and any(path.iterdir()) and not force:
             raise RunDirError(f"{path}: folder is not empty and holds no cai run; choose another --out or pass --force")

@@ -52,7 +52,9 @@ def load_backend(spec: str = "default", *, batch_size: int = 16, dtype: str = "a
     if spec == "default":
         from engine.backends.default_model import DEFAULT_MODEL_NAME, default_model_path
 
-        return HFBackend(str(default_model_path()), name=DEFAULT_MODEL_NAME, batch_size=batch_size, dtype=dtype, device=device)
+        return HFBackend(
+            str(default_model_path()), name=DEFAULT_MODEL_NAME, batch_size=batch_size, dtype=dtype, device=device
+        )
     return HFBackend(spec.removeprefix("hf:"), batch_size=batch_size, dtype=dtype, device=device)
 
 
