@@ -1,0 +1,407 @@
+"""A transformers backend: any causal LM with a chat template, on CPU or CUDA.
+
+Batching
+    Requests are sorted by prompt length (in tokens) and cut into batches of
+    ``batch_size``, so a batch holds prompts of similar length and little
+    padding. Each batch is left-padded (the new tokens of every row start at
+    the same column) and position ids follow the attention mask, so a padded
+    row sees exactly what it would see alone. Results come back in the order
+    of the requests.
+
+Sampling
+    ``temperature == 0`` is greedy decoding. Otherwise the sampler is seeded
+    with ``torch.manual_seed(params.seed)`` at the start of each ``generate``
+    call (inside ``torch.random.fork_rng``, so the caller's global RNG is left
+    alone). Sampled output is reproducible for the same requests, batch size,
+    dtype and device: the random stream is shared by the batches in order, so a
+    different batch composition draws different samples. Sampling uses only
+    ``temperature`` and ``top_p`` (no top-k, no repetition penalty, whatever the
+    model's ``generation_config.json`` says), so :class:`SamplingParams` fully
+    describes it.
+
+Scoring
+    ``score`` computes log P(option | chat + generation prompt) as the sum of the
+    option tokens' log-probabilities, with one forward pass per batch of
+    (prompt + option) sequences; it never generates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, cast
+
+import torch
+import transformers
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GenerationConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    StoppingCriteriaList,
+    StopStringCriteria,
+)
+
+from engine.backends import BackendError
+from engine.backends.base import Backend, Chat, Completion, SamplingParams, ScoreRequest
+
+DTYPES: dict[str, torch.dtype] = {
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "half": torch.float16,
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float": torch.float32,
+}
+
+_LOGITS_BUDGET = 1 << 27
+"""Most logits (elements) one scoring pass keeps: 512 MiB in fp32."""
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` is the first CUDA device when there is one, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise BackendError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise BackendError(f"device {device!r} asked for, but torch sees no CUDA device; use --device cpu")
+    return dev
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True when the CPU computes in bfloat16 natively (AVX512-BF16 or AMX-BF16), so bf16 can beat fp32.
+
+    On CPUs without it (e.g. AVX2 only) torch runs bf16 matmuls on a slow
+    fallback path: on the 2-core AVX2 machine this was written on, a bf16 GEMM
+    ran ~50x slower than fp32 and bf16 generation ~4x slower.
+    """
+    get_capabilities = getattr(torch.cpu, "get_capabilities", None)
+    if get_capabilities is None:  # older torch
+        with contextlib.suppress(AttributeError, RuntimeError):
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        return False
+    caps = get_capabilities()
+    return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """``auto``: bf16 where the hardware computes it natively (CUDA with bf16, CPUs with AVX512-BF16/AMX), else fp32."""
+    if dtype == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+        if device.type == "cpu":
+            return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
+        return torch.float32
+    try:
+        return DTYPES[dtype.lower()]
+    except KeyError:
+        raise BackendError(f"unknown dtype {dtype!r}: use auto, bfloat16, float16 or float32") from None
+
+
+def _token_ids(value: object) -> set[int]:
+    """A token id or a list of them (as configs write ``eos_token_id``) as a set."""
+    if value is None:
+        return set()
+    if isinstance(value, int):
+        return {value}
+    return {int(v) for v in cast(Sequence[int], value)}
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
+@contextlib.contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """Hide transformers' per-load progress bars (the CLI prints its own progress)."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
+
+
+def _locate(model: str) -> str:
+    """Check a local folder (or accept a hub id) and return what ``from_pretrained`` should get."""
+    path = Path(model).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise BackendError(f"{model}: not a model folder (it is a file)")
+        if not (path / "config.json").is_file():
+            raise BackendError(
+                f"{model}: this folder holds no model (no config.json); "
+                "point at a folder written by save_pretrained or by `cai train`"
+            )
+        return str(path)
+    looks_like_path = path.is_absolute() or model.startswith((".", "~")) or not _HUB_ID.match(model)
+    if looks_like_path:
+        raise BackendError(f"{model}: no such model folder")
+    return model
+
+
+class HFBackend(Backend):
+    """A causal LM loaded with transformers (a local folder or a hub id).
+
+    Args:
+        model: A model folder or a Hugging Face hub id.
+        name: Name recorded in provenance (default: ``model``).
+        batch_size: Most sequences one ``generate`` / forward call takes.
+        dtype: ``auto`` (bf16 where the hardware computes it natively, else
+            fp32), ``bfloat16``, ``float16`` or ``float32``.
+        device: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda``, ``cuda:N``.
+
+    Raises:
+        BackendError: The model or its tokenizer cannot be loaded, or the
+            tokenizer has no chat template.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        name: str | None = None,
+        batch_size: int = 16,
+        dtype: str = "auto",
+        device: str = "auto",
+    ) -> None:
+        if batch_size < 1:
+            raise BackendError(f"batch_size must be at least 1, not {batch_size}")
+        self.model_ref = model
+        self.name = name or model
+        self.batch_size = batch_size
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        source = _locate(model)
+        self.tokenizer = self._load_tokenizer(source)
+        self.model = self._load_model(source)
+        # A reply ends at its first end-of-text token, or where padding starts (finished rows are padded).
+        self._ends = torch.tensor(sorted(self._eos_ids | {self._pad_id}))
+        params = inspect.signature(self.model.forward).parameters
+        self._takes_positions = "position_ids" in params
+        self._takes_logits_to_keep = "logits_to_keep" in params
+        self._stop_cache: dict[tuple[str, ...], StopStringCriteria] = {}
+        self._vocab_size = int(getattr(self.model.config, "vocab_size", None) or len(self.tokenizer))
+
+    # ----------------------------------------------------------------- loading
+
+    def _load_tokenizer(self, source: str) -> PreTrainedTokenizerBase:
+        try:
+            with _quiet_loading():
+                tokenizer = AutoTokenizer.from_pretrained(source)
+        except Exception as exc:
+            raise BackendError(f"{self.model_ref}: cannot load the tokenizer: {_first_line(exc)}") from None
+        if not getattr(tokenizer, "chat_template", None):
+            raise BackendError(
+                f"{self.model_ref}: the tokenizer has no chat template; use an instruction-tuned (chat) model"
+            )
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token_id is None:
+            if tokenizer.eos_token is None:
+                raise BackendError(f"{self.model_ref}: the tokenizer has neither a padding nor an end-of-text token")
+            tokenizer.pad_token = tokenizer.eos_token
+        return cast(PreTrainedTokenizerBase, tokenizer)
+
+    def _load_model(self, source: str) -> PreTrainedModel:
+        try:
+            with _quiet_loading():
+                model = AutoModelForCausalLM.from_pretrained(source, dtype=self.dtype)
+            model = model.to(self.device)  # type: ignore[arg-type]  # transformers' .to overloads
+        except Exception as exc:
+            raise BackendError(f"{self.model_ref}: cannot load the model: {_first_line(exc)}") from None
+        model.eval()
+        # Sampling is fully described by SamplingParams: drop the checkpoint's sampling defaults
+        # (top_k, repetition_penalty...) and keep only its special tokens. Generation stops at any
+        # end-of-text token the checkpoint or the tokenizer names.
+        old = model.generation_config
+        self._eos_ids = _token_ids(old.eos_token_id if old is not None else None)
+        self._eos_ids |= _token_ids(self.tokenizer.eos_token_id)
+        model.generation_config = GenerationConfig(  # type: ignore[no-untyped-call]
+            bos_token_id=old.bos_token_id if old is not None else None,
+            eos_token_id=sorted(self._eos_ids) or None,
+            pad_token_id=self._pad_id,
+        )
+        return cast(PreTrainedModel, model)
+
+    @property
+    def _pad_id(self) -> int:
+        return int(cast(int, self.tokenizer.pad_token_id))
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "backend": "hf",
+            "model": self.model_ref,
+            "name": self.name,
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "device": str(self.device),
+            "batch_size": self.batch_size,
+            "transformers": transformers.__version__,
+            "torch": torch.__version__,
+        }
+
+    # --------------------------------------------------------------- encoding
+
+    def render(self, chat: Chat) -> str:
+        """The chat as the model sees it, ending with the assistant's generation prompt."""
+        try:
+            text = self.tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
+        except Exception as exc:
+            raise BackendError(f"{self.name}: the chat template rejected a conversation: {_first_line(exc)}") from None
+        return cast(str, text)
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each text, with no special tokens added (chat templates write their own)."""
+        if not texts:
+            return []
+        encoded = self.tokenizer(list(texts), add_special_tokens=False)
+        return [list(ids) for ids in cast(list[list[int]], encoded["input_ids"])]
+
+    def _batches(self, lengths: Sequence[int]) -> Iterator[list[int]]:
+        """Indices sorted by length, cut into batches of ``batch_size``."""
+        order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+        for start in range(0, len(order), self.batch_size):
+            yield order[start : start + self.batch_size]
+
+    def _left_pad(self, rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self._pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            if row:
+                ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+                mask[i, width - len(row) :] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    # -------------------------------------------------------------- generate
+
+    def _rng(self) -> contextlib.AbstractContextManager[Any]:
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        return torch.random.fork_rng(devices=devices)
+
+    def generate(self, chats: Sequence[Chat], params: SamplingParams) -> list[Completion]:
+        if not chats:
+            return []
+        prompts = self.encode([self.render(chat) for chat in chats])
+        stops = [s for s in params.stop if s]
+        kwargs: dict[str, Any] = {"max_new_tokens": params.max_new_tokens, "pad_token_id": self._pad_id}
+        if params.temperature > 0:
+            kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=0)
+        else:
+            kwargs.update(do_sample=False)
+        if stops:
+            kwargs.update(stopping_criteria=StoppingCriteriaList([self._stop_criteria(tuple(stops))]))
+        results: list[Completion | None] = [None] * len(chats)
+        with torch.inference_mode(), self._rng():
+            torch.manual_seed(params.seed)
+            for batch in self._batches([len(p) for p in prompts]):
+                ids, mask = self._left_pad([prompts[i] for i in batch])
+                out = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)  # type: ignore[operator]
+                sequences = cast(torch.Tensor, out)
+                new = sequences[:, ids.shape[1] :].cpu()
+                for row, i in enumerate(batch):
+                    results[i] = self._completion(new[row], stops)
+        return [r for r in results if r is not None]
+
+    def _stop_criteria(self, stops: tuple[str, ...]) -> StopStringCriteria:
+        """transformers' stop-string matcher, built once per set of stop strings.
+
+        Building one scans the whole vocabulary (~0.5 s for 49k tokens), and
+        ``generate(stop_strings=...)`` would do that on every call.
+        """
+        criteria = self._stop_cache.pop(stops, None)
+        if criteria is None:
+            criteria = StopStringCriteria(tokenizer=self.tokenizer, stop_strings=list(stops))
+        self._stop_cache[stops] = criteria  # most recently used last
+        while len(self._stop_cache) > 16:
+            self._stop_cache.pop(next(iter(self._stop_cache)))
+        return criteria
+
+    def _completion(self, new: torch.Tensor, stops: Sequence[str]) -> Completion:
+        ended = torch.isin(new, self._ends).nonzero()
+        count = int(ended[0, 0]) if len(ended) else int(new.shape[0])
+        text = cast(str, self.tokenizer.decode(new[:count].tolist(), skip_special_tokens=True))
+        cut = min((pos for s in stops if (pos := text.find(s)) >= 0), default=-1)
+        if cut >= 0:
+            text = text[:cut]
+        return Completion(text=text.strip(), tokens=count)
+
+    # ----------------------------------------------------------------- score
+
+    def option_ids(self, prompt: str, prompt_ids: Sequence[int], options: Sequence[str]) -> list[list[int]]:
+        """The token ids of each option as it continues ``prompt``.
+
+        They are the tokens of ``prompt + option`` after the prompt's own tokens;
+        where the tokenizer merges across the boundary (the prompt's tokens are
+        not a prefix), the option is tokenized on its own instead.
+        """
+        fulls = self.encode([prompt + o for o in options])
+        alone = self.encode(options)
+        n = len(prompt_ids)
+        out: list[list[int]] = []
+        for option, full, own in zip(options, fulls, alone, strict=True):
+            if not option:
+                out.append([])
+            elif len(full) > n and full[:n] == list(prompt_ids):
+                out.append(full[n:])
+            else:
+                out.append(own)
+        return out
+
+    def score(self, requests: Sequence[ScoreRequest]) -> list[list[float]]:
+        texts = [self.render(r.chat) for r in requests]
+        prompt_ids = self.encode(texts)
+        seqs: list[tuple[list[int], int]] = []  # (prompt + option ids, number of option ids)
+        owners: list[tuple[int, int]] = []
+        scores = [[0.0] * len(r.options) for r in requests]
+        for ri, (request, text, p_ids) in enumerate(zip(requests, texts, prompt_ids, strict=True)):
+            for oi, o_ids in enumerate(self.option_ids(text, p_ids, request.options)):
+                if o_ids:  # an empty option has probability 1
+                    seqs.append((p_ids + o_ids, len(o_ids)))
+                    owners.append((ri, oi))
+        with torch.inference_mode():
+            for batch in self._batches([len(s) for s, _ in seqs]):
+                # Long options: fewer rows per pass, so the kept logits stay within _LOGITS_BUDGET.
+                width = (max(seqs[i][1] for i in batch) + 1) * self._vocab_size
+                step = max(1, _LOGITS_BUDGET // width)
+                for start in range(0, len(batch), step):
+                    part = batch[start : start + step]
+                    for i, value in zip(part, self._score_batch([seqs[i] for i in part]), strict=True):
+                        ri, oi = owners[i]
+                        scores[ri][oi] = value
+        return scores
+
+    def _score_batch(self, seqs: Sequence[tuple[list[int], int]]) -> list[float]:
+        """Sum of the last ``k`` tokens' log-probs of each sequence, in one left-padded forward pass."""
+        ids, mask = self._left_pad([s for s, _ in seqs])
+        k_max = max(k for _, k in seqs)
+        inputs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask, "use_cache": False}
+        if self._takes_positions:
+            inputs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
+        if self._takes_logits_to_keep:
+            inputs["logits_to_keep"] = k_max + 1
+        logits = self.model(**inputs).logits[:, -(k_max + 1) : -1].float()
+        # Position j of `logits` predicts token ids[:, -k_max + j].
+        targets = ids[:, -k_max:]
+        logprobs = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        keep = torch.arange(k_max, device=ids.device).unsqueeze(0) >= (
+            k_max - torch.tensor([k for _, k in seqs], device=ids.device).unsqueeze(1)
+        )
+        return [float(v) for v in torch.where(keep, logprobs, 0.0).sum(-1).cpu()]
+
+
+__all__ = ["HFBackend", "resolve_device", "resolve_dtype"]
