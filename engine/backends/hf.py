@@ -162,6 +162,7 @@ class HFBackend(Backend):
         model: A model folder or a Hugging Face hub id.
         name: Name recorded in provenance (default: ``model``).
         batch_size: Most sequences one ``generate`` / forward call takes.
+        max_batch_tokens: Most padded prompt tokens in one batch (a longer prompt goes alone).
         dtype: ``auto`` (bf16 where the hardware computes it natively, else
             fp32), ``bfloat16``, ``float16`` or ``float32``.
         device: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda``, ``cuda:N``.
@@ -177,6 +178,7 @@ class HFBackend(Backend):
         *,
         name: str | None = None,
         batch_size: int = 16,
+        max_batch_tokens: int = 4096,
         dtype: str = "auto",
         device: str = "auto",
     ) -> None:
@@ -185,6 +187,7 @@ class HFBackend(Backend):
         self.model_ref = model
         self.name = name or model
         self.batch_size = batch_size
+        self.max_batch_tokens = max_batch_tokens
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         source = _locate(model)
@@ -250,6 +253,7 @@ class HFBackend(Backend):
             "dtype": str(self.dtype).removeprefix("torch."),
             "device": str(self.device),
             "batch_size": self.batch_size,
+            "max_batch_tokens": self.max_batch_tokens,
             "transformers": transformers.__version__,
             "torch": torch.__version__,
         }
@@ -272,10 +276,23 @@ class HFBackend(Backend):
         return [list(ids) for ids in cast(list[list[int]], encoded["input_ids"])]
 
     def _batches(self, lengths: Sequence[int]) -> Iterator[list[int]]:
-        """Indices sorted by length, cut into batches of ``batch_size``."""
+        """Indices sorted by length, cut into batches of at most ``batch_size`` rows and
+        ``max_batch_tokens`` padded prompt tokens.
+
+        The token budget keeps long prompts (critique prompts with few-shot
+        examples run to hundreds of tokens) in small batches: their cost is the
+        prompt's forward pass, which batching does not speed up but padding and
+        large attention matrices slow down, while short prompts still batch wide.
+        """
         order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-        for start in range(0, len(order), self.batch_size):
-            yield order[start : start + self.batch_size]
+        batch: list[int] = []
+        for i in order:  # ascending, so lengths[i] is the padded width if i joins
+            if batch and (len(batch) >= self.batch_size or (len(batch) + 1) * lengths[i] > self.max_batch_tokens):
+                yield batch
+                batch = []
+            batch.append(i)
+        if batch:
+            yield batch
 
     def _left_pad(self, rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         width = max(len(r) for r in rows)
