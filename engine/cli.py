@@ -37,12 +37,13 @@ def cli() -> None:
     Principles written in YAML drive critique-and-revise loops over a language
     model; the results become AI-feedback preference data for RLAIF and DPO.
 
-    Start with the shipped constitution:
+    Start with the shipped constitution, then generate data with the embedded model:
 
     \b
         cai principles validate principles/
-        cai principles show default
         cai principles show default --principle violent-crime --render
+        cai generate --out runs/demo --prompts mixed --limit 8 --revisions 1
+        cai export runs/demo --format parquet
     """
 
 
