@@ -35,9 +35,17 @@ def finds_nothing_to_change(critique: str) -> bool:
     return bool(_NOTHING_TO_CHANGE.search(critique))
 
 
+_MARKER = re.compile(r"<{2,}\s*(?:END\s+)?[A-Z][A-Z _-]*>{0,3}<*|<{3,}|>{3,}")
+
+
+def clean_reply(text: str) -> str:
+    """Remove copies of the prompt's quotation markers (``<<<RESPONSE>>>``...) that small models echo."""
+    return _MARKER.sub("", text).strip()
+
+
 def clean_revision(text: str) -> str:
-    """Strip a leading "Revised response:" label that models like to add."""
-    return _LABEL.sub("", text, count=1).strip()
+    """Clean a reply and strip a leading "Revised response:" label that models like to add."""
+    return _LABEL.sub("", clean_reply(text), count=1).strip()
 
 
 def sample_principle(constitution: Constitution, seed: int, row_id: str, round_number: int) -> Principle:
@@ -91,7 +99,7 @@ def run_loop(
             critique_prompt(p, r.item.messages, r.current, constitution)
             for p, r in zip(principles, active, strict=True)
         ]
-        critiques = _timed_generate(critic, prompts, params, active, f"critique_{number}")
+        critiques = [clean_reply(c) for c in _timed_generate(critic, prompts, params, active, f"critique_{number}")]
         revise = []
         for r, p, c in zip(active, principles, critiques, strict=True):
             if settings.stop_early and finds_nothing_to_change(c):

@@ -191,7 +191,8 @@ def write_card(out: Path, manifest: RunManifest, stats: RunStats, sizes: dict[st
         f"- Policy model (answers and revises): `{manifest.policy}`; critic model: `{manifest.critic}`.",
         f"- Sampling: temperature {s.temperature}, top-p {s.top_p}, at most {s.max_new_tokens} new tokens, "
         f"seed {manifest.seed}.",
-        f"- Each prompt got an initial answer, then up to {manifest.revisions} rounds of critique and revision, "
+        f"- Each prompt got an initial answer, then up to {manifest.revisions} "
+        f"round{'s' * (manifest.revisions != 1)} of critique and revision, "
         "each under one principle sampled by weight"
         + (", stopping early when the critique found nothing to change." if manifest.stop_early else "."),
         "- **Pair labels are not judged yet**: `chosen` is the final revision and `rejected` the initial "

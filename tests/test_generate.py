@@ -21,7 +21,7 @@ from engine.backends.base import Chat
 from engine.backends.scripted import ScriptedBackend
 from engine.cli import cli
 from engine.config import GenerateConfig
-from engine.critique import LoopSettings, finds_nothing_to_change, run_loop, sample_principle
+from engine.critique import LoopSettings, clean_revision, finds_nothing_to_change, run_loop, sample_principle
 from engine.generate import generate
 from engine.prompt_sets import PromptItem
 from engine.rundir import RunDirError
@@ -83,6 +83,19 @@ def test_rows_stop_early_when_the_critique_finds_nothing_to_change() -> None:
     assert backend.calls == [3, 3, 2, 2, 2]
     no_stop = run_loop(items(1), constitution.load("default"), backend, backend, LoopSettings(stop_early=False))
     assert len(no_stop[0].rounds) == 2 and not no_stop[0].rounds[0].stopped
+
+
+@pytest.mark.parametrize(
+    ("reply", "cleaned"),
+    [
+        ("<<<AUTO-RESPONSE>><<\n\nI'm sorry for the confusion.", "I'm sorry for the confusion."),
+        ("<<<RESPONSE>>>\nA fine answer.\n<<<END RESPONSE>>>", "A fine answer."),
+        ("Revised response: Use kill -9 <pid> to stop it.", "Use kill -9 <pid> to stop it."),
+        ("Compare a << b and b >> c in C.", "Compare a << b and b >> c in C."),
+    ],
+)
+def test_replies_lose_echoed_markers_but_keep_real_text(reply: str, cleaned: str) -> None:
+    assert clean_revision(reply) == cleaned
 
 
 @pytest.mark.parametrize(
