@@ -75,7 +75,8 @@ def generate(config: GenerateConfig, *, progress: bool = True, backends: Backend
         options = {"batch_size": config.batch_size, "dtype": config.dtype, "device": config.device}
         policy = backends(config.model, **options)
         critic = policy if manifest.critic == config.model else backends(manifest.critic, **options)
-        run.begin()
+    run.begin()  # after the models load: a model that fails to load leaves no manifest behind
+    if todo:
         settings = LoopSettings(
             revisions=config.revisions, stop_early=config.stop_early, seed=config.seed, sampling=sampling
         )
@@ -90,8 +91,6 @@ def generate(config: GenerateConfig, *, progress: bool = True, backends: Backend
         finally:
             if bar is not None:
                 bar.close()
-    else:
-        run.begin()
 
     path, sizes, stats = save_dataset(run.rows(), config.out)
     (config.out / "constitution.yaml").write_text(constitution_lib.dump(rules), encoding="utf-8")

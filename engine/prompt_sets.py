@@ -38,6 +38,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from constitution.errors import did_you_mean
+from constitution.loader import exists
 
 __all__ = [
     "BUILTIN_DIR",
@@ -262,7 +263,7 @@ def _load(source: str) -> tuple[list[PromptItem], int]:
     if source in BUILTIN_SETS or source == MIXED:  # before paths: an output folder named "redteam" must not shadow it
         return _load_builtin(source)
     path = Path(source)
-    if _exists(path):
+    if exists(path):
         if path.is_dir():
             return _load_saved(path, None, source)
         return _load_file(path, source)
@@ -277,13 +278,6 @@ def _load(source: str) -> tuple[list[PromptItem], int]:
         f"(builtins: {', '.join(names)}; or a {', '.join(FILE_SUFFIXES)} file, a save_to_disk folder, hf:NAME[:SPLIT])",
         file=source,
     )
-
-
-def _exists(path: Path) -> bool:
-    try:
-        return path.exists()
-    except OSError:
-        return False
 
 
 def _is_dir(path: Path) -> bool:
