@@ -5,13 +5,18 @@ output folder), then the models load, then prompts not yet in the folder go
 through the loop chunk by chunk, each finished chunk appended to
 ``trajectories.jsonl`` at once. The dataset, card and constitution copy are
 (re)built from all rows at the end.
+
+Memory stays flat in the number of prompts: the prompt file is checked through
+once up front (keeping nothing), then read again a chunk at a time; rows go to
+disk as they finish and the dataset is built from the file.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,7 +25,7 @@ from engine.backends import Backend, SamplingParams, load_backend
 from engine.config import GenerateConfig
 from engine.critique import LoopSettings, run_loop
 from engine.dataset import save_dataset, write_card
-from engine.prompt_sets import load_prompts
+from engine.prompt_sets import PromptItem, open_prompts
 from engine.records import ConstitutionRef, RunManifest
 from engine.rundir import RunDir
 
@@ -54,7 +59,7 @@ def generate(config: GenerateConfig, *, progress: bool = True, backends: Backend
     """
     start = time.perf_counter()
     rules = constitution_lib.load(config.constitution)
-    items = load_prompts(config.prompts, limit=config.limit)
+    prompts = open_prompts(config.prompts, limit=config.limit)  # checks every row now: bad input fails here
     sampling = SamplingParams(max_new_tokens=config.max_new_tokens, temperature=config.temperature, top_p=config.top_p)
     manifest = RunManifest(
         constitution=ConstitutionRef(id=rules.id, version=rules.version, hash=rules.content_hash),
@@ -68,7 +73,8 @@ def generate(config: GenerateConfig, *, progress: bool = True, backends: Backend
     )
     run = RunDir.open(config.out, manifest, force=config.force)
     done = run.done_ids()
-    todo = [item for item in items if item.id not in done]
+    skipped = sum(1 for prompt_id in prompts.ids() if prompt_id in done) if done else 0
+    todo = len(prompts) - skipped
 
     generated = 0
     if todo:
@@ -80,10 +86,9 @@ def generate(config: GenerateConfig, *, progress: bool = True, backends: Backend
         settings = LoopSettings(
             revisions=config.revisions, stop_early=config.stop_early, seed=config.seed, sampling=sampling
         )
-        bar = _progress(len(todo), progress)
+        bar = _progress(todo, progress)
         try:
-            for i in range(0, len(todo), config.chunk_size):
-                chunk = todo[i : i + config.chunk_size]
+            for chunk in _chunks((item for item in prompts if item.id not in done), config.chunk_size):
                 run.append(run_loop(chunk, rules, policy, critic, settings))
                 generated += len(chunk)
                 if bar is not None:
@@ -102,14 +107,21 @@ def generate(config: GenerateConfig, *, progress: bool = True, backends: Backend
     return Summary(
         out=config.out,
         dataset=path,
-        prompts=len(items),
-        skipped=len(items) - len(todo),
+        prompts=len(prompts),
+        skipped=skipped,
         generated=generated,
         rows=stats.rows,
         revised=stats.revised,
         pairs=sizes["preferences"],
         seconds=time.perf_counter() - start,
     )
+
+
+def _chunks(items: Iterable[PromptItem], size: int) -> Iterator[list[PromptItem]]:
+    """Consecutive lists of ``size`` items (the last may be shorter), taken as they are needed."""
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
 
 
 def _progress(total: int, enabled: bool) -> tqdm[None] | None:

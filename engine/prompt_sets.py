@@ -18,20 +18,25 @@ Each row is read with the first layout that fits: a ``messages`` chat; a
 well-known red-team and harmlessness datasets). A final assistant turn is a
 response, not part of the prompt, and is dropped.
 
+For large sets, :func:`open_prompts` checks the whole source up front, keeping
+no prompt, and then reads it again as it is iterated, so memory stays flat in
+the number of prompts; :func:`load_prompts` returns a list.
+
 ``datasets`` and ``pyarrow`` are imported only when a dataset is loaded, so
 importing this module stays fast.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
-import io
 import json
 import logging
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +54,10 @@ __all__ = [
     "PromptItem",
     "PromptSet",
     "PromptSetError",
+    "PromptStream",
     "load_prompt_set",
     "load_prompts",
+    "open_prompts",
     "parse_transcript",
 ]
 
@@ -168,6 +175,68 @@ class PromptSet:
     """Rows skipped because their final user turn was empty."""
 
 
+@dataclass(frozen=True)
+class PromptStream:
+    """A checked prompt source that is read again, row by row, each time it is iterated.
+
+    Made by :func:`open_prompts`. Iterating yields the same prompts, with the
+    same ids, as :func:`load_prompts` returns, but holds only one at a time
+    (and, only in a set that repeats an id, the ids seen so far, to give
+    repeats their suffixes), so memory does not grow with the set.
+    """
+
+    source: str
+    """The source as given."""
+    count: int
+    """How many prompts iterating yields (after ``limit``)."""
+    dropped: int
+    """Rows skipped because their final user turn was empty."""
+    _reader: _Reader = field(repr=False, compare=False)
+    _limit: int | None = field(default=None, repr=False)
+
+    def __iter__(self) -> Iterator[PromptItem]:
+        return islice(self._reader.items(), self._limit)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def ids(self) -> Iterator[str]:
+        """The ids of the prompts, in order (cheaper than iterating the prompts)."""
+        return islice(self._reader.ids(), self._limit)
+
+
+def open_prompts(source: str, *, limit: int | None = None) -> PromptStream:
+    """Check a prompt set through, keeping no prompt, to iterate it afterwards.
+
+    Every row is read and validated now, so a bad row, even the last, raises
+    here, before any work starts; the stream then reads the source again as it
+    is iterated. Builtin sets are small and stay in memory; ``datasets``
+    sources are memory-mapped.
+
+    Args:
+        source: See :func:`load_prompts`.
+        limit: See :func:`load_prompts`.
+
+    Returns:
+        The stream; ``len()`` is the number of prompts it yields.
+
+    Raises:
+        PromptSetError: See :func:`load_prompts`. Should the source change
+            between this check and the iteration, iterating may raise it too.
+    """
+    _check_limit(source, limit)
+    reader = _open(source)
+    _, count, dropped = reader.scan(keep=0)
+    _warn_dropped(source, dropped)
+    return PromptStream(
+        source=source,
+        count=count if limit is None else min(count, limit),
+        dropped=dropped,
+        _reader=reader,
+        _limit=limit,
+    )
+
+
 def load_prompts(source: str, *, limit: int | None = None) -> list[PromptItem]:
     """Load a prompt set.
 
@@ -177,10 +246,11 @@ def load_prompts(source: str, *, limit: int | None = None) -> list[PromptItem]:
             file, a ``save_to_disk`` folder (``PATH`` or ``PATH:SPLIT``), or
             ``hf:NAME[:SPLIT]``.
         limit: Keep only the first ``limit`` prompts (after loading, so ids do
-            not depend on it).
+            not depend on it; rows past it are still checked).
 
     Returns:
-        The prompts, in the order of the source.
+        The prompts, in the order of the source. For large sets, iterate
+        :func:`open_prompts` instead: it holds one prompt at a time.
 
     Raises:
         PromptSetError: The source is missing, unreadable, or a row is malformed;
@@ -202,12 +272,20 @@ def load_prompt_set(source: str, *, limit: int | None = None) -> PromptSet:
     Raises:
         PromptSetError: See :func:`load_prompts`.
     """
+    _check_limit(source, limit)
+    items, _, dropped = _open(source).scan(keep=limit)
+    _warn_dropped(source, dropped)
+    return PromptSet(source=source, items=items, dropped=dropped)
+
+
+def _check_limit(source: str, limit: int | None) -> None:
     if limit is not None and limit < 0:
         raise PromptSetError(f"limit must be 0 or more, not {limit}", file=source)
-    items, dropped = _load(source)
+
+
+def _warn_dropped(source: str, dropped: int) -> None:
     if dropped:
         log.warning("%s: dropped %d row%s with an empty prompt", source, dropped, "s" * (dropped != 1))
-    return PromptSet(source=source, items=items if limit is None else items[:limit], dropped=dropped)
 
 
 def parse_transcript(text: str) -> list[dict[str, str]]:
@@ -255,7 +333,104 @@ class _Row:
     row: int | None = None
 
 
-def _load(source: str) -> tuple[list[PromptItem], int]:
+class _Reader:
+    """A source that can be read any number of times: each read checks every row again."""
+
+    def scan(self, *, keep: int | None) -> tuple[list[PromptItem], int, int]:
+        """Check every row; return the first ``keep`` prompts (all if None), the prompt count and dropped rows."""
+        raise NotImplementedError
+
+    def items(self) -> Iterator[PromptItem]:
+        """The prompts, read as they are asked for."""
+        raise NotImplementedError
+
+    def ids(self) -> Iterator[str]:
+        """The prompts' ids, read as they are asked for."""
+        return (item.id for item in self.items())
+
+
+class _Listed(_Reader):
+    """A small set already in memory (the builtins)."""
+
+    def __init__(self, items: list[PromptItem], dropped: int) -> None:
+        self._items = items
+        self._dropped = dropped
+
+    def scan(self, *, keep: int | None) -> tuple[list[PromptItem], int, int]:
+        return self._items[:keep], len(self._items), self._dropped
+
+    def items(self) -> Iterator[PromptItem]:
+        return iter(self._items)
+
+
+class _Streamed(_Reader):
+    """A file or dataset, read row by row each time.
+
+    Once a scan has found no repeated id (the usual case), later reads skip
+    deduplication and so hold no set of the ids read.
+
+    Args:
+        rows: Returns a fresh iterator over the raw rows.
+        where: The file or source named in error messages.
+        stem: Prefix of content-derived ids.
+        source: What :attr:`PromptItem.source` says.
+    """
+
+    def __init__(self, rows: Callable[[], Iterable[_Row]], where: str, *, stem: str, source: str) -> None:
+        self._rows = rows
+        self._where = where
+        self._stem = stem
+        self._source = source
+        self._repeats: bool | None = None  # whether an id repeats, once a scan has seen every row
+
+    def _fields(self) -> Iterator[_Fields | None]:
+        for raw in self._rows():
+            yield _row_fields(raw, self._where, stem=self._stem)
+
+    def scan(self, *, keep: int | None) -> tuple[list[PromptItem], int, int]:
+        items: list[PromptItem] = []
+        unique = _Dedupe()
+        count = dropped = 0
+        repeats = False
+        for fields in self._fields():
+            if fields is None:
+                dropped += 1
+                continue
+            row_id = unique(fields[0])
+            repeats = repeats or row_id != fields[0]
+            if keep is None or count < keep:
+                items.append(self._item(row_id, fields))
+            count += 1
+        if not count:
+            detail = f" ({dropped} row{'s' * (dropped != 1)} with an empty prompt)" if dropped else ""
+            error = PromptSetError(f"no prompts in {self._where}{detail}")
+            error.file = self._where
+            raise error
+        self._repeats = repeats
+        return items, count, dropped
+
+    def items(self) -> Iterator[PromptItem]:
+        unique = self._dedupe()
+        for fields in self._fields():
+            if fields is not None:
+                yield self._item(unique(fields[0]), fields)
+
+    def ids(self) -> Iterator[str]:
+        unique = self._dedupe()
+        return (unique(fields[0]) for fields in self._fields() if fields is not None)
+
+    def _dedupe(self) -> Callable[[str], str]:
+        return _Dedupe() if self._repeats is not False else _same
+
+    def _item(self, row_id: str, fields: _Fields) -> PromptItem:
+        _, messages, category, kind = fields
+        # Everything PromptItem's validators check was checked in _row_fields, with the line in the message.
+        return PromptItem.model_construct(
+            id=row_id, messages=messages, category=category, kind=kind, source=self._source
+        )
+
+
+def _open(source: str) -> _Reader:
     if source.startswith("builtin:"):
         return _load_builtin(source.removeprefix("builtin:"))
     if source.startswith("hf:"):
@@ -287,12 +462,17 @@ def _is_dir(path: Path) -> bool:
         return False
 
 
-def _load_builtin(name: str) -> tuple[list[PromptItem], int]:
+def _load_builtin(name: str) -> _Listed:
     names = [*BUILTIN_SETS, MIXED]
     if name == MIXED:
-        red, red_dropped = _load_builtin("redteam")
-        helpful, helpful_dropped = _load_builtin("helpful")
-        return _dedupe(_interleave(red, helpful)), red_dropped + helpful_dropped
+        red = _load_builtin("redteam")
+        helpful = _load_builtin("helpful")
+        unique = _Dedupe()
+        items = [
+            item if unique(item.id) == item.id else item.model_copy(update={"id": unique.last})
+            for item in _interleave(red._items, helpful._items)
+        ]
+        return _Listed(items, red._dropped + helpful._dropped)
     if name not in BUILTIN_SETS:
         raise PromptSetError(
             f"not a builtin prompt set{did_you_mean(name, names)} (builtins: {', '.join(names)})",
@@ -301,7 +481,9 @@ def _load_builtin(name: str) -> tuple[list[PromptItem], int]:
     path = BUILTIN_SETS[name]
     if not path.is_file():
         raise PromptSetError(f"the builtin prompt file is missing (expected {path})", file=f"builtin:{name}")
-    return _build(_jsonl_rows(path, str(path)), str(path), stem=name, source=f"builtin:{name}")
+    reader = _Streamed(lambda: _jsonl_rows(path, str(path)), str(path), stem=name, source=f"builtin:{name}")
+    items, _, dropped = reader.scan(keep=None)
+    return _Listed(items, dropped)
 
 
 def _interleave(first: Sequence[PromptItem], second: Sequence[PromptItem]) -> list[PromptItem]:
@@ -312,24 +494,24 @@ def _interleave(first: Sequence[PromptItem], second: Sequence[PromptItem]) -> li
     return out
 
 
-def _load_file(path: Path, source: str) -> tuple[list[PromptItem], int]:
+def _load_file(path: Path, source: str) -> _Streamed:
     suffix = path.suffix.lower()
-    rows: Iterable[_Row]
+    rows: Callable[[Path, str], Iterator[_Row]]
     if suffix == ".jsonl":
-        rows = _jsonl_rows(path, source)
+        rows = _jsonl_rows
     elif suffix == ".json":
-        rows = _json_rows(path, source)
+        rows = _json_rows
     elif suffix == ".csv":
-        rows = _csv_rows(path, source)
+        rows = _csv_rows
     elif suffix == ".txt":
-        rows = _txt_rows(path, source)
+        rows = _txt_rows
     else:
         raise PromptSetError(
             f"unknown file extension {path.suffix or '(none)'!r}; prompt files are {', '.join(FILE_SUFFIXES)}, "
             "or a folder saved with datasets' save_to_disk",
             file=source,
         )
-    return _build(rows, source, stem=path.stem, source=source)
+    return _Streamed(lambda: rows(path, source), source, stem=path.stem, source=source)
 
 
 def _read_text(path: Path, where: str) -> str:
@@ -337,8 +519,9 @@ def _read_text(path: Path, where: str) -> str:
         data = path.read_bytes()
     except OSError as exc:
         raise PromptSetError(f"cannot read: {exc.strerror or exc}", file=where) from exc
+    data = data.removeprefix(codecs.BOM_UTF8)  # stripped here, not by the codec, so exc.start indexes data
     try:
-        text = data.decode("utf-8-sig")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise PromptSetError(f"not UTF-8 text (byte {data[exc.start]:#04x})", file=where, line=line) from exc
@@ -347,16 +530,46 @@ def _read_text(path: Path, where: str) -> str:
     return text
 
 
-def _lines(text: str) -> list[str]:
-    """Split on newlines only (``str.splitlines`` also splits on U+2028, which a JSON string may hold)."""
-    return [line.removesuffix("\r") for line in text.split("\n")]
+def _read_lines(path: Path, where: str) -> Iterator[str]:
+    """The lines of a UTF-8 text file as they are read, each with its ``\\n`` (the last may lack one).
+
+    Lines end at ``\\n`` only (``str.splitlines`` would also split at U+2028,
+    which a JSON string may hold). Leading blank lines are held back until a
+    line with text comes, so a file of blank lines raises ``empty file``
+    before any of its lines is parsed.
+    """
+    leading: list[str] = []
+    blank = True
+    try:
+        with path.open("rb") as handle:
+            for number, data in enumerate(handle, start=1):
+                try:
+                    line = data.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise PromptSetError(
+                        f"not UTF-8 text (byte {data[exc.start]:#04x})", file=where, line=number
+                    ) from exc
+                if number == 1:
+                    line = line.removeprefix("\ufeff")
+                if blank:
+                    if not line.strip():
+                        leading.append(line)
+                        continue
+                    blank = False
+                    yield from leading
+                    leading.clear()
+                yield line
+    except OSError as exc:
+        raise PromptSetError(f"cannot read: {exc.strerror or exc}", file=where) from exc
+    if blank:
+        raise PromptSetError("empty file", file=where)
 
 
 def _jsonl_rows(path: Path, where: str) -> Iterator[_Row]:
-    text = _read_text(path, where)
-    for number, line in enumerate(_lines(text), start=1):
+    for number, line in enumerate(_read_lines(path, where), start=1):
         if not line.strip():
             continue
+        line = line.removesuffix("\n").removesuffix("\r")
         try:
             data = json.loads(line)
         except json.JSONDecodeError as exc:
@@ -370,17 +583,31 @@ def _json_rows(path: Path, where: str) -> Iterator[_Row]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise PromptSetError(f"not valid JSON: {exc.msg} (column {exc.colno})", file=where, line=exc.lineno) from exc
+    del text
     if not isinstance(data, list):
         raise PromptSetError(f"expected a JSON list of rows, got {_type_name(data)}", file=where)
     for number, row in enumerate(data, start=1):
         yield _Row(row, row=number)
 
 
+_LONE_CR = re.compile(r"(?<=\r)(?!\n)")
+
+
+def _csv_lines(lines: Iterable[str]) -> Iterator[str]:
+    """Split lines at a lone ``\\r`` too, as reading with ``newline=""`` does (the csv module counts those lines)."""
+    for line in lines:
+        if "\r" in line:
+            yield from (part for part in _LONE_CR.split(line) if part)
+        else:
+            yield line
+
+
 def _csv_rows(path: Path, where: str) -> Iterator[_Row]:
-    text = _read_text(path, where)
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv.reader(_csv_lines(_read_lines(path, where)))
     try:
-        header = next(reader)
+        header = next(reader, None)
+        if header is None:
+            return  # _read_lines has raised "empty file"
         line = reader.line_num + 1
         for values in reader:
             if values:
@@ -395,13 +622,12 @@ def _csv_rows(path: Path, where: str) -> Iterator[_Row]:
 
 
 def _txt_rows(path: Path, where: str) -> Iterator[_Row]:
-    text = _read_text(path, where)
-    for number, line in enumerate(_lines(text), start=1):
+    for number, line in enumerate(_read_lines(path, where), start=1):
         if line.strip():
             yield _Row({"messages": [{"role": "user", "content": line.strip()}]}, line=number)
 
 
-def _load_saved(path: Path, split: str | None, source: str) -> tuple[list[PromptItem], int]:
+def _load_saved(path: Path, split: str | None, source: str) -> _Streamed:
     from datasets import load_from_disk
 
     try:
@@ -412,10 +638,10 @@ def _load_saved(path: Path, split: str | None, source: str) -> tuple[list[Prompt
             file=source if split is None else source[: -len(split) - 1],
         ) from exc
     dataset = _pick_split(loaded, split, source)
-    return _build(_dataset_rows(dataset), source, stem=path.resolve().name, source=source)
+    return _Streamed(lambda: _dataset_rows(dataset), source, stem=path.resolve().name, source=source)
 
 
-def _load_hub(source: str) -> tuple[list[PromptItem], int]:
+def _load_hub(source: str) -> _Streamed:
     spec = source.removeprefix("hf:")
     name, _, split = spec.partition(":")
     if not name:
@@ -429,7 +655,7 @@ def _load_hub(source: str) -> tuple[list[PromptItem], int]:
         raise PromptSetError(f"could not load the hub dataset: {type(exc).__name__}: {exc}", file=source) from exc
     label = f"hf:{name}:{split}"
     dataset = _pick_split(loaded, split, label)
-    return _build(_dataset_rows(dataset), label, stem=name.rstrip("/").rsplit("/", 1)[-1], source=label)
+    return _Streamed(lambda: _dataset_rows(dataset), label, stem=name.rstrip("/").rsplit("/", 1)[-1], source=label)
 
 
 def _pick_split(loaded: Any, split: str | None, where: str) -> Any:
@@ -469,43 +695,43 @@ def _dataset_rows(dataset: Any, batch_size: int = 1000) -> Iterator[_Row]:
 # --------------------------------------------------------------------------- rows
 
 
-def _build(rows: Iterable[_Row], where: str, *, stem: str, source: str) -> tuple[list[PromptItem], int]:
-    items: list[PromptItem] = []
-    dropped = 0
-    for raw in rows:
-        item = _row_to_item(raw, where, stem=stem, source=source)
-        if item is None:
-            dropped += 1
-        else:
-            items.append(item)
-    if not items:
-        detail = f" ({dropped} row{'s' * (dropped != 1)} with an empty prompt)" if dropped else ""
-        error = PromptSetError(f"no prompts in {where}{detail}")
-        error.file = where
-        raise error
-    return _dedupe(items), dropped
+_Fields = tuple[str, list[dict[str, str]], "str | None", "str | None"]
+"""A checked row: id (before deduplication), messages, category, kind."""
 
 
-def _dedupe(items: Sequence[PromptItem]) -> list[PromptItem]:
-    """Give repeated ids ``-2``, ``-3``... suffixes, in order (earlier items keep theirs)."""
-    seen: set[str] = set()
-    counts: dict[str, int] = {}
-    out: list[PromptItem] = []
-    for item in items:
-        new = item.id
-        if new in seen:
-            n = counts.get(item.id, 1)
-            while new in seen:
+class _Dedupe:
+    """Gives repeated ids ``-2``, ``-3``... suffixes, in order (earlier items keep theirs).
+
+    Holds the ids seen so far, nothing else, so a set of any length can be
+    deduplicated while it is read.
+    """
+
+    def __init__(self) -> None:
+        self._seen: set[str] = set()
+        self._counts: dict[str, int] = {}
+        self.last = ""
+        """The id the last call returned."""
+
+    def __call__(self, row_id: str) -> str:
+        new = row_id
+        if new in self._seen:
+            n = self._counts.get(row_id, 1)
+            while new in self._seen:
                 n += 1
-                new = f"{item.id}-{n}"
-            counts[item.id] = n
-            item = item.model_copy(update={"id": new})
-        seen.add(new)
-        out.append(item)
-    return out
+                new = f"{row_id}-{n}"
+            self._counts[row_id] = n
+        self._seen.add(new)
+        self.last = new
+        return new
 
 
-def _row_to_item(raw: _Row, where: str, *, stem: str, source: str) -> PromptItem | None:
+def _same(row_id: str) -> str:
+    return row_id
+
+
+def _row_fields(raw: _Row, where: str, *, stem: str) -> _Fields | None:
+    """Check a row; its prompt's fields, or None for a row whose prompt is empty (dropped)."""
+
     def fail(message: str) -> PromptSetError:
         return PromptSetError(message, file=where, line=raw.line, row=raw.row)
 
@@ -523,8 +749,7 @@ def _row_to_item(raw: _Row, where: str, *, stem: str, source: str) -> PromptItem
     kind = _optional_str(row, "kind", fail)
     if kind is not None and kind not in KINDS:
         raise fail(f"kind: must be one of {', '.join(KINDS)}, not {kind!r}")
-    # Everything PromptItem's validators check was checked above, with the line in the message.
-    return PromptItem.model_construct(id=row_id, messages=messages, category=category, kind=kind, source=source)
+    return row_id, messages, category, kind
 
 
 def _messages_of(row: Mapping[str, Any], fail: _Fail) -> list[dict[str, str]]:

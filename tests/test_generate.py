@@ -23,7 +23,7 @@ from engine.cli import cli
 from engine.config import GenerateConfig
 from engine.critique import LoopSettings, clean_revision, finds_nothing_to_change, run_loop, sample_principle
 from engine.generate import generate
-from engine.prompt_sets import PromptItem
+from engine.prompt_sets import PromptItem, PromptSetError
 from engine.rundir import RunDirError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -157,6 +157,78 @@ def test_rerun_resumes_without_duplicates_and_extends(tmp_path: Path) -> None:
     assert more.generated == 3 and more.rows == 7
     ids = [json.loads(line)["id"] for line in (tmp_path / "run" / "trajectories.jsonl").read_text().splitlines()]
     assert len(ids) == len(set(ids)) == 7
+
+
+def test_resume_from_a_file_counts_and_reads_only_what_is_left(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import engine.generate as generate_module
+
+    prompts = tmp_path / "prompts.jsonl"
+    write_prompts(prompts, 10)
+    with prompts.open("a") as handle:  # repeated ids late in the file get the same suffixes on every run
+        handle.write(json.dumps({"id": "p001", "prompt": "again"}) + "\n" + json.dumps({"prompt": "  "}) + "\n")
+    first = generate(config(tmp_path, prompts=str(prompts), limit=4, chunk_size=3), progress=False)
+    assert (first.prompts, first.skipped, first.generated) == (4, 0, 4)
+
+    totals: list[int] = []
+    chunks: list[list[str]] = []
+
+    def progress(total: int, enabled: bool) -> None:
+        totals.append(total)
+
+    def recording_loop(items: list[PromptItem], *args: object, **kwargs: object) -> object:
+        chunks.append([item.id for item in items])
+        return run_loop(items, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(generate_module, "_progress", progress)
+    monkeypatch.setattr(generate_module, "run_loop", recording_loop)
+    rest = generate(config(tmp_path, prompts=str(prompts), limit=None, chunk_size=3), progress=True)
+    assert (rest.prompts, rest.skipped, rest.generated, rest.rows) == (11, 4, 7, 11)
+    assert totals == [7]  # the bar counts what is left, not the whole set
+    assert chunks == [["p004", "p005", "p006"], ["p007", "p008", "p009"], ["p001-2"]]
+    ids = [json.loads(line)["id"] for line in (tmp_path / "run" / "trajectories.jsonl").read_text().splitlines()]
+    assert sorted(ids) == sorted([f"p{i:03d}" for i in range(10)] + ["p001-2"])
+    assert generate(config(tmp_path, prompts=str(prompts), limit=None), progress=False).generated == 0
+
+
+def test_generate_reads_prompts_a_chunk_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import engine.generate as generate_module
+    from engine import prompt_sets
+
+    prompts = write_prompts(tmp_path / "prompts.jsonl", 20)
+    read: list[int] = []
+    row_fields = prompt_sets._row_fields
+
+    def counting(*args: object, **kwargs: object) -> object:
+        read.append(1)
+        return row_fields(*args, **kwargs)  # type: ignore[arg-type]
+
+    read_at_each_chunk: list[int] = []
+
+    def recording_loop(items: list[PromptItem], *args: object, **kwargs: object) -> object:
+        read_at_each_chunk.append(len(read))
+        return run_loop(items, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(prompt_sets, "_row_fields", counting)
+    monkeypatch.setattr(generate_module, "run_loop", recording_loop)
+    summary = generate(config(tmp_path, prompts=str(prompts), limit=None, chunk_size=5), progress=False)
+    assert summary.generated == 20
+    # 20 rows read to check the file, then each chunk's 5 rows only when that chunk is due
+    assert [n - 20 for n in read_at_each_chunk] == [5, 10, 15, 20]
+
+
+def test_a_bad_last_prompt_stops_the_run_before_anything_is_loaded_or_written(tmp_path: Path) -> None:
+    prompts = write_prompts(tmp_path / "prompts.jsonl", 300)
+    with prompts.open("a") as handle:
+        handle.write('{"prompt": "fine", "kind": "evil"}\n')
+    loaded: list[object] = []
+
+    def backends(*args: object, **kwargs: object) -> ScriptedBackend:
+        loaded.append(args)
+        return ScriptedBackend()
+
+    with pytest.raises(PromptSetError, match=r"prompts\.jsonl:301: kind: must be one of"):
+        generate(config(tmp_path, prompts=str(prompts), limit=None, chunk_size=4), progress=False, backends=backends)
+    assert loaded == [] and not (tmp_path / "run").exists()
 
 
 def test_torn_last_line_is_cut_and_regenerated(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from engine.prompt_sets import (
     PromptSetError,
     load_prompt_set,
     load_prompts,
+    open_prompts,
     parse_transcript,
 )
 
@@ -362,6 +363,58 @@ def test_limit_takes_the_first_n_after_loading(tmp_path: Path) -> None:
         load_prompts(path, limit=-1)
 
 
+# --------------------------------------------------------------------------- streaming
+
+
+def test_stream_gives_what_load_gives_and_can_be_read_again(tmp_path: Path) -> None:
+    rows = [{"prompt": "same"}, {"id": "x", "prompt": "one"}, {"prompt": "  "}, {"prompt": "same"}]
+    rows += [{"id": f"r{i}", "prompt": f"q{i}"} for i in range(5)] + [{"id": "x", "prompt": "late repeat"}]
+    path = write(tmp_path, "s.jsonl", jsonl(*rows))
+    for limit in (None, 0, 3, 100):
+        stream = open_prompts(path, limit=limit)
+        expected = load_prompts(path, limit=limit)
+        assert list(stream) == expected and list(stream) == expected  # each iteration reads the file again
+        assert len(stream) == stream.count == len(expected)
+        assert list(stream.ids()) == [item.id for item in expected]
+        assert stream.dropped == 1
+    assert [item.id for item in open_prompts(path)][-1] == "x-2"  # a repeat after the last row is still deduplicated
+    assert list(open_prompts("mixed")) == load_prompts("mixed")
+
+
+def test_stream_checks_every_row_up_front_then_reads_lazily(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    good = [{"id": f"r{i}", "prompt": f"q{i}"} for i in range(50)]
+    bad = write(tmp_path, "bad.jsonl", jsonl(*good, {"prompt": 1}))
+    with pytest.raises(PromptSetError, match=r"bad\.jsonl:51: prompt: expected a string"):
+        open_prompts(bad)  # the last row is bad: raised before any prompt is handed out
+    with pytest.raises(PromptSetError, match=r"bad\.jsonl:51"):
+        open_prompts(bad, limit=1)  # rows past the limit are checked too
+
+    read: list[int] = []
+    row_fields = prompt_sets._row_fields
+
+    def counting(raw: Any, *args: Any, **kwargs: Any) -> Any:
+        read.append(raw.line)
+        return row_fields(raw, *args, **kwargs)
+
+    monkeypatch.setattr(prompt_sets, "_row_fields", counting)
+    stream = open_prompts(write(tmp_path, "good.jsonl", jsonl(*good)))
+    assert len(read) == 50 and len(stream) == 50
+    read.clear()
+    prompts = iter(stream)
+    assert next(prompts).id == "r0" and next(prompts).id == "r1"
+    assert read == [1, 2]  # one row read per prompt asked for, not the whole file
+
+
+def test_stream_of_a_saved_dataset(tmp_path: Path) -> None:
+    import datasets
+
+    folder = tmp_path / "ds"
+    datasets.Dataset.from_dict({"prompt": ["a", "b", "a"]}).save_to_disk(str(folder))
+    stream = open_prompts(str(folder), limit=2)
+    assert list(stream) == load_prompts(str(folder), limit=2)
+    assert len(stream) == 2 and [item.messages for item in stream] == [[user("a")], [user("b")]]
+
+
 # --------------------------------------------------------------------------- errors
 
 BAD_JSONL = [
@@ -427,6 +480,8 @@ BAD_CSV = [
     ("huge-field", 'prompt\nok\n"' + "x" * 200_000 + '"\n', r"bad\.csv:3: not valid CSV: field larger than"),
     ("no-layout", "question,answer\nq,a\n", r"bad\.csv:2: no prompt found.*columns found: 'question', 'answer'"),
     ("bad-messages", 'messages\n"[{""role"": ""bot"", ""content"": ""x""}]"\n', r"bad\.csv:2: messages\[0\]\.role"),
+    ("blank-lines", " \r\n \r\n", r"bad\.csv: empty file"),
+    ("lone-cr-lines", 'id,prompt\ra,"x\ry"\rb,y,z\r', r"bad\.csv:4: 3 fields but the header has 2"),
 ]
 
 
@@ -445,6 +500,18 @@ BAD_OTHER = [
     ("json-row-type", "bad.json", '[{"prompt": "a", "kind": 1}]', r"bad\.json: row 1: kind: expected a string"),
     ("txt-empty", "bad.txt", "\n \n\n", r"bad\.txt: empty file"),
     ("not-utf8", "bad.jsonl", b'{"prompt": "ok"}\n{"prompt": "caf\xe9"}\n', r"bad\.jsonl:2: not UTF-8 text"),
+    (
+        "json-not-utf8-after-bom",
+        "bad.json",
+        b'\xef\xbb\xbf[\n{"prompt": "a"},\n{"prompt": "caf\xe9"}]',
+        r"bad\.json:3: not UTF-8 text \(byte 0xe9\)",
+    ),
+    (
+        "not-utf8-after-bom",
+        "bad.txt",
+        b"\xef\xbb\xbfok\nfine\ncaf\xe9\n",
+        r"bad\.txt:3: not UTF-8 text \(byte 0xe9\)",
+    ),
     ("extension", "prompts.yaml", "prompt: x\n", r"prompts\.yaml: unknown file extension '\.yaml'.*\.jsonl, \.json"),
     ("no-extension", "prompts", "x\n", r"prompts: unknown file extension '\(none\)'"),
 ]
