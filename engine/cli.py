@@ -420,6 +420,133 @@ def export_(run_dir: Path, fmt: str, output: Path | None) -> None:
         click.echo(f"wrote {path}")
 
 
+@cli.command(name="judge-eval")
+@click.argument("file", default="builtin", metavar="[FILE]")
+@click.option("--model", default="default", show_default=True, help="Judge model: default, a folder or a hub id.")
+@click.option("-c", "--constitution", default="default", show_default=True, help="Builtin name or YAML file.")
+@click.option(
+    "--judge-principles",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Principles sampled per comparison that names none; their probabilities are averaged.",
+)
+@click.option("--cot", is_flag=True, help="Chain of thought: the judge reasons before its answer is read.")
+@click.option(
+    "--cot-reader",
+    type=click.Choice(["score", "parse"]),
+    default="score",
+    show_default=True,
+    help="CoT: score (A)/(B) after the reasoning, or parse the verdict the judge wrote.",
+)
+@click.option(
+    "--band", nargs=2, type=float, default=(0.4, 0.6), show_default=True, help="CoT: clamp probabilities to LOW HIGH."
+)
+@click.option("--cot-max-new-tokens", type=click.IntRange(min=1), default=160, show_default=True)
+@click.option(
+    "--min-margin",
+    type=click.FloatRange(0, 1),
+    default=0.02,
+    show_default=True,
+    help="Report how many comparisons reach this margin |2p-1| (labelling drops the rest) and how many are right.",
+)
+@click.option("--limit", type=click.IntRange(min=1), help="Use only the first N comparisons.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of principle sampling.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True, help="Requests per pass.")
+@click.option("--dtype", default="auto", show_default=True, help="auto, bfloat16, float16, float32.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the report here.")
+def judge_eval(
+    file: str,
+    model: str,
+    constitution: str,
+    judge_principles: int,
+    cot: bool,
+    cot_reader: str,
+    band: tuple[float, float],
+    cot_max_new_tokens: int,
+    min_margin: float,
+    limit: int | None,
+    seed: int,
+    batch_size: int,
+    dtype: str,
+    device: str,
+    json_out: Path | None,
+) -> None:
+    """Check the AI-feedback judge against human-labelled comparisons.
+
+    FILE is JSONL, one comparison per line: the conversation as `prompt` (or
+    `conversation`/`messages`), then `response_a`, `response_b` and `better`
+    (A or B), or `chosen` and `rejected`, or lists `corrects` and `incorrects`.
+    A `principle` id per line picks the principle to judge under; without one,
+    --judge-principles are sampled. Without FILE, the shipped set is used
+    (64 comparisons across the harm categories and helpfulness).
+
+    Every comparison is judged in both orders. The report gives the accuracy
+    (orders averaged; a tie counts as wrong), the accuracy with the better
+    response shown as (A) and as (B), and the position-bias rate: how often the
+    two orders disagree, i.e. the judge named the same slot both times.
+
+    \b
+    Examples:
+        cai judge-eval
+        cai judge-eval my_comparisons.jsonl --model ./judge-model --json report.json
+        cai judge-eval --cot --band 0.3 0.7
+    """
+    from pydantic import ValidationError
+
+    from constitution import ConstitutionError, load
+    from engine.feedback import (
+        Judge,
+        JudgeDataError,
+        JudgeSettings,
+        comparison_principles,
+        evaluate_judge,
+        load_comparisons,
+    )
+
+    try:
+        settings = JudgeSettings(
+            principles=judge_principles,
+            seed=seed,
+            cot=cot,
+            cot_reader=cot_reader,
+            band=band,
+            cot_max_new_tokens=cot_max_new_tokens,
+            min_margin=min_margin,
+        )
+    except ValidationError as exc:
+        click.echo(f"error: {exc.errors()[0]['msg']}", err=True)
+        sys.exit(2)
+    try:
+        rules = load(constitution)
+    except ConstitutionError as exc:
+        _fail(exc)
+    try:
+        items = load_comparisons(file)[:limit]
+        principles = comparison_principles(items, rules, settings.principles, settings.seed)
+    except JudgeDataError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+
+    from engine.backends import BackendError, load_backend
+
+    try:
+        backend = load_backend(model, batch_size=batch_size, dtype=dtype, device=device)
+        report = evaluate_judge(Judge(backend, settings, rules), items, principles, file=file)
+    except BackendError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    click.echo(report.render())
+    if json_out is not None:
+        try:
+            json_out.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+        except OSError as exc:
+            click.echo(f"{json_out}: cannot write: {exc.strerror}", err=True)
+            sys.exit(1)
+        click.echo(f"wrote {json_out}")
+
+
 def main() -> None:
     """Entry point of the ``cai`` console script."""
     cli(prog_name="cai")
