@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -545,6 +546,209 @@ def judge_eval(
             click.echo(f"{json_out}: cannot write: {exc.strerror}", err=True)
             sys.exit(1)
         click.echo(f"wrote {json_out}")
+
+
+@cli.group()
+def train() -> None:
+    """Fine-tune a model with TRL on the data `cai generate` made.
+
+    \b
+    sft  supervised fine-tuning on the final (revised) answers: the `sft` split
+    dpo  preference optimisation on the AI-labelled pairs: the `preferences` split
+
+    Settings are TRL's own config fields, from a recipe (--config: a shipped
+    name or a YAML file; `cai train recipes` lists them), with flags on top
+    (--set KEY=VALUE for any field). The result is a plain model folder with a
+    model card, which `cai generate --model OUT` takes directly.
+
+    \b
+        cai generate --out runs/demo --prompts mixed --limit 8 --revisions 1
+        cai train sft --data runs/demo --out models/demo-sft --config sft-cpu-demo
+        cai train dpo --data runs/demo --out models/demo-dpo --model models/demo-sft --config dpo-cpu-demo
+        cai generate --model models/demo-dpo --out runs/after --prompts redteam --limit 8
+    """
+
+
+def _train_options(func: Callable[..., None]) -> Callable[..., None]:
+    """Options shared by `cai train sft` and `cai train dpo`."""
+    options = [
+        click.option("--data", required=True, type=click.Path(path_type=Path), help="A `cai generate` output folder."),
+        click.option("-o", "--out", required=True, type=click.Path(path_type=Path), help="Folder of the new model."),
+        click.option("--model", default="default", show_default=True, help="Base model: default, a folder, a hub id."),
+        click.option("--config", "recipe", metavar="RECIPE", help="Shipped recipe name or YAML file of TRL fields."),
+        click.option("--max-steps", type=int, help="Stop after N optimizer steps (TRL max_steps)."),
+        click.option("--epochs", type=float, help="Passes over the data (num_train_epochs)."),
+        click.option("--learning-rate", "--lr", type=float, help="Peak learning rate."),
+        click.option("--batch-size", type=click.IntRange(min=1), help="Rows per device and step."),
+        click.option("--grad-accum", type=click.IntRange(min=1), help="Gradient accumulation steps."),
+        click.option("--max-length", type=click.IntRange(min=1), help="Most tokens per sequence."),
+        click.option("--seed", type=int, help="Seed of the run."),
+        click.option("--logging-steps", type=float, help="Log every N steps."),
+        click.option("--save-steps", type=float, help="Checkpoint every N steps (into OUT/checkpoints)."),
+        click.option(
+            "--gradient-checkpointing/--no-gradient-checkpointing",
+            default=None,
+            help="Recompute activations to save memory (TRL's default: on).",
+        ),
+        click.option(
+            "--bf16/--no-bf16", default=None, help="bf16 mixed precision (default: where the hardware has it)."
+        ),
+        click.option("--report-to", help="tensorboard, wandb, trackio, all or none (default none)."),
+        click.option("--lora/--no-lora", default=None, help="Train a LoRA adapter, merged at the end (needs peft)."),
+        click.option("--lora-r", type=click.IntRange(min=1), help="LoRA rank (default 16)."),
+        click.option("--lora-alpha", type=float, help="LoRA alpha (default 32)."),
+        click.option("--split", help="Dataset split to train on (default: sft or preferences)."),
+        click.option("--limit", type=click.IntRange(min=1), help="Use only the first N rows."),
+        click.option("--dtype", default="auto", show_default=True, help="Weights: auto, float32, bfloat16, float16."),
+        click.option("--resume", is_flag=True, help="Continue from the last checkpoint in OUT/checkpoints."),
+        click.option("--force", is_flag=True, help="Train again from the start into an OUT that holds a run."),
+        click.option(
+            "--set", "sets", multiple=True, metavar="KEY=VALUE", help="Any TRL config field (YAML value); repeatable."
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+_TRAIN_FLAGS = {
+    "max_steps": "max_steps",
+    "epochs": "num_train_epochs",
+    "learning_rate": "learning_rate",
+    "batch_size": "per_device_train_batch_size",
+    "grad_accum": "gradient_accumulation_steps",
+    "max_length": "max_length",
+    "seed": "seed",
+    "logging_steps": "logging_steps",
+    "save_steps": "save_steps",
+    "gradient_checkpointing": "gradient_checkpointing",
+    "bf16": "bf16",
+    "report_to": "report_to",
+    "beta": "beta",
+}
+
+
+def _run_train(kind: str, params: dict[str, Any]) -> None:
+    import yaml
+    from pydantic import ValidationError
+
+    from engine.train import TrainError, TrainOptions
+    from engine.train import train as run_train
+
+    overrides: dict[str, Any] = {}
+    for item in params.pop("sets"):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            click.echo(f"error: --set {item!r}: expected KEY=VALUE, e.g. --set warmup_steps=10", err=True)
+            sys.exit(2)
+        try:
+            overrides[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            overrides[key.strip()] = value
+    for flag, name in _TRAIN_FLAGS.items():
+        value = params.pop(flag, None)
+        if value is not None:
+            overrides[name] = int(value) if isinstance(value, float) and value.is_integer() else value
+    lora_overrides = {
+        name: value
+        for name, value in (("r", params.pop("lora_r")), ("lora_alpha", params.pop("lora_alpha")))
+        if value is not None
+    }
+    try:
+        options = TrainOptions(kind=kind, overrides=overrides, lora_overrides=lora_overrides, **params)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        click.echo(f"error: {'.'.join(map(str, error['loc']))}: {error['msg']}", err=True)
+        sys.exit(2)
+    try:
+        result = run_train(options)
+    except TrainError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo(
+            f"\ninterrupted: checkpoints so far are in {options.out / 'checkpoints'}; "
+            "run the same command with --resume to continue",
+            err=True,
+        )
+        sys.exit(130)
+    for note in result.notes:
+        click.echo(f"note: {note}", err=True)
+    loss = f"{result.train_loss:.4f}" if result.train_loss is not None else "n/a"
+    what = "pairs" if kind == "dpo" else "rows"
+    labels = f", {result.data.labels} labels" if kind == "dpo" else ""
+    click.echo(
+        f"\ntrained {kind} for {result.steps} steps on {result.data.rows} {what}{labels} "
+        f"in {result.seconds:.0f} s, mean train loss {loss}"
+    )
+    click.echo(f"model: {result.out}  (card: {result.out / 'README.md'})")
+    click.echo(f"use it: cai generate --model {result.out} --out runs/next")
+
+
+@train.command(name="sft")
+@_train_options
+@click.option("--revised-only", is_flag=True, help="Only rows whose answer a revision changed.")
+def train_sft(**params: Any) -> None:
+    """Supervised fine-tuning on the final answers (the `sft` split), with TRL's SFTTrainer.
+
+    Each row's conversation is the prompt and its final, revised answer the
+    completion: the loss falls on the answer only. This is the supervised
+    stage of constitutional AI, before preference training.
+
+    \b
+    Examples:
+        cai train sft --data runs/demo --out models/demo-sft --config sft-cpu-demo
+        cai train sft --data runs/demo --out models/sft --config sft-lora --set warmup_steps=20
+    """
+    _run_train("sft", params)
+
+
+@train.command(name="dpo")
+@_train_options
+@click.option("--beta", type=float, help="DPO temperature: how far the policy may move from the reference.")
+@click.option(
+    "--labels",
+    type=click.Choice(["auto", "hard", "weighted", "soft"]),
+    default="auto",
+    show_default=True,
+    help="How the judge's chosen_prob is used: ignored (hard), as a loss weight, or as the target.",
+)
+@click.option(
+    "--min-margin",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Drop judged pairs whose margin (2 * chosen_prob - 1) is below this.",
+)
+def train_dpo(**params: Any) -> None:
+    """Direct preference optimisation on the AI-labelled pairs (the `preferences` split), with TRL's DPOTrainer.
+
+    When the judge labelled the pairs (columns chosen_prob and margin), the
+    labels are soft by default: the judged probability is each pair's target
+    in the sigmoid loss. --labels weighted weighs each pair's loss by its
+    margin instead, --labels hard ignores the probabilities, and --min-margin
+    drops pairs the judge was unsure about. Unjudged pairs count as hard labels.
+
+    The reference model is a frozen copy of the base model (with --lora, the
+    base model with the adapter switched off).
+
+    \b
+    Examples:
+        cai train dpo --data runs/demo --out models/demo-dpo --config dpo-cpu-demo
+        cai train dpo --data runs/big --out models/dpo --model models/sft --config dpo-lora --min-margin 0.3
+        cai train dpo --data runs/big --out models/dpo --resume
+    """
+    _run_train("dpo", params)
+
+
+@train.command(name="recipes")
+def train_recipes() -> None:
+    """List the shipped recipes (use the name with --config, or copy the file and edit it)."""
+    from engine.train.recipes import builtin_recipes, recipe_summary
+
+    for name, path in builtin_recipes().items():
+        click.echo(f"{name:<16} {recipe_summary(path)}")
+        click.secho(f"{'':<16} {path}", dim=True)
 
 
 def main() -> None:

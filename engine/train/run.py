@@ -1,0 +1,368 @@
+"""One training run: check everything, load the model, train with TRL, save a plain model folder with a card.
+
+The order is chosen so that bad input fails before anything slow happens: the
+recipe and flags are checked first, then the output folder, then the data,
+and only then is the model loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine.train.data import TrainData, preference_data, sft_data
+from engine.train.recipes import Recipe, TrainError, build_config, lora_config, read_recipe
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+CHECKPOINTS = "checkpoints"
+"""Subfolder of ``--out`` where the trainer writes its checkpoints (``--resume`` reads them)."""
+PROVENANCE = "cai-train.json"
+"""Machine-readable record of the run, beside the model card."""
+
+Kind = Literal["sft", "dpo"]
+
+
+class TrainOptions(BaseModel):
+    """What one ``cai train sft|dpo`` run does; the CLI flags map onto these fields."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Kind = Field(description="sft (supervised, on the sft split) or dpo (on the preferences split).")
+    data: Path = Field(description="A `cai generate` output folder, or a folder written by save_to_disk.")
+    out: Path = Field(description="Folder of the trained model; checkpoints go to OUT/checkpoints.")
+    model: str = Field(default="default", description="Base model: 'default', a model folder or a hub id.")
+    recipe: str | None = Field(default=None, description="Builtin recipe name or YAML file of TRL config fields.")
+    overrides: dict[str, Any] = Field(default_factory=dict, description="TRL config fields set on the command line.")
+    lora: bool | None = Field(default=None, description="Train a LoRA adapter (merged at the end); None: the recipe.")
+    lora_overrides: dict[str, Any] = Field(default_factory=dict, description="peft.LoraConfig fields from flags.")
+    labels: Literal["auto", "hard", "weighted", "soft"] = Field(
+        default="auto", description="DPO: how the judge's chosen_prob is used (see engine.train.data)."
+    )
+    min_margin: float = Field(default=0.0, ge=0, le=1, description="DPO: drop judged pairs below this margin.")
+    split: str | None = Field(default=None, description="Dataset split (default: sft or preferences).")
+    limit: int | None = Field(default=None, ge=1, description="Use only the first N rows.")
+    revised_only: bool = Field(default=False, description="SFT: only rows whose answer a revision changed.")
+    resume: bool = Field(default=False, description="Continue from the last checkpoint in OUT/checkpoints.")
+    force: bool = Field(default=False, description="Train again from the start into a folder that holds a run.")
+    dtype: str = Field(default="auto", description="Weights: auto (fp32; LoRA base bf16 where fast) or a dtype.")
+
+
+@dataclass
+class TrainResult:
+    """What a finished run reports."""
+
+    out: Path
+    kind: str
+    steps: int
+    train_loss: float | None
+    seconds: float
+    metrics: dict[str, float]
+    """``Trainer.train()``'s metrics: train_runtime, train_steps_per_second, ..."""
+    log_history: list[dict[str, Any]]
+    data: TrainData
+    settings: dict[str, Any]
+    """The TRL config fields set explicitly (run defaults, recipe, flags)."""
+    resumed_from: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def num_tokens(self) -> float | None:
+        """Tokens seen in training, as TRL counts them (None when it did not log any)."""
+        counts = [h["num_tokens"] for h in self.log_history if "num_tokens" in h]
+        return float(counts[-1]) if counts else None
+
+
+def resolve_model(spec: str) -> tuple[str, str]:
+    """(what ``from_pretrained`` gets, the name recorded) for ``default``, a folder or a hub id.
+
+    Raises:
+        TrainError: The folder is missing or holds no model, or the default model is not installed.
+    """
+    from engine.backends import BackendError
+
+    try:
+        if spec == "default":
+            from engine.backends.default_model import DEFAULT_MODEL_NAME, default_model_path
+
+            return str(default_model_path()), DEFAULT_MODEL_NAME
+        from engine.backends.hf import _locate
+
+        source = _locate(spec.removeprefix("hf:"))
+    except BackendError as exc:
+        raise TrainError(str(exc)) from None
+    return source, spec.removeprefix("hf:")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
+def load_model(source: str, name: str, dtype: Any) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a causal LM and its tokenizer for training.
+
+    Raises:
+        TrainError: Either cannot be loaded, or the tokenizer has no chat template.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except Exception as exc:
+        raise TrainError(f"{name}: cannot load the tokenizer: {_first_line(exc)}") from None
+    if not getattr(tokenizer, "chat_template", None):
+        raise TrainError(f"{name}: the tokenizer has no chat template; cai datasets are chats: use a chat model")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+    except Exception as exc:
+        raise TrainError(f"{name}: cannot load the model: {_first_line(exc)}") from None
+    return model, tokenizer
+
+
+def _config_classes(kind: str) -> tuple[type, type]:
+    from trl.trainer.dpo_config import DPOConfig
+    from trl.trainer.sft_config import SFTConfig
+
+    return (SFTConfig, DPOConfig) if kind == "sft" else (DPOConfig, SFTConfig)
+
+
+def run_defaults(checkpoints: Path) -> dict[str, Any]:
+    """What ``cai train`` sets for every run before the recipe: checkpoint folder, no reporting, precision."""
+    import torch
+
+    from engine.backends.hf import resolve_dtype
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    defaults: dict[str, Any] = {
+        "output_dir": str(checkpoints),
+        "report_to": "none",
+        "bf16": resolve_dtype("auto", device) == torch.bfloat16,
+    }
+    if device.type == "cpu":
+        defaults["use_cpu"] = True
+    return defaults
+
+
+def check_out(out: Path, *, resume: bool, force: bool) -> str | None:
+    """Check that a run may write to ``out``; the checkpoint to resume from, if any.
+
+    Raises:
+        TrainError: ``out`` is a file, or holds something and neither --resume nor --force was given.
+    """
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if out.exists() and not out.is_dir():
+        raise TrainError(f"{out}: exists and is not a folder")
+    checkpoints = out / CHECKPOINTS
+    if resume:
+        return get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None  # type: ignore[no-untyped-call]
+    if out.is_dir() and any(out.iterdir()):
+        if not force:
+            what = "a trained model" if (out / "config.json").is_file() else "files"
+            raise TrainError(
+                f"{out}: holds {what} already; pass --resume to continue from its last checkpoint, "
+                "--force to train again from the start, or choose another --out"
+            )
+        shutil.rmtree(checkpoints, ignore_errors=True)  # stale checkpoints would be resumed from later
+    return None
+
+
+def prepare(options: TrainOptions) -> tuple[Recipe, Any, dict[str, Any], Any, TrainData, list[str]]:
+    """Everything that can be checked without loading the model.
+
+    Returns:
+        The recipe, the TRL config, the explicit settings, the LoRA config (or
+        None), the data, and notes for the user.
+
+    Raises:
+        TrainError: Bad recipe, flags, output folder or data.
+    """
+    notes: list[str] = []
+    recipe = read_recipe(options.recipe)
+    overrides = dict(options.overrides)
+    for source in (recipe.fields, overrides):
+        if "output_dir" in source:
+            source.pop("output_dir")
+            notes.append("output_dir ignored: checkpoints go to OUT/checkpoints (set --out)")
+    config_class, other = _config_classes(options.kind)
+    checkpoints = options.out / CHECKPOINTS
+    config, settings = build_config(config_class, recipe, overrides, run_defaults(checkpoints), other)
+    use_lora = options.lora if options.lora is not None else recipe.lora is not None
+    peft_config = lora_config(recipe.lora, options.lora_overrides, recipe.source) if use_lora else None
+    if options.kind == "sft":
+        data = sft_data(options.data, options.split, revised_only=options.revised_only, limit=options.limit)
+    else:
+        data = preference_data(
+            options.data, options.split, labels=options.labels, min_margin=options.min_margin, limit=options.limit
+        )
+    return recipe, config, settings, peft_config, data, notes + data.notes
+
+
+def _model_dtype(options: TrainOptions, lora: bool) -> Any:
+    import torch
+
+    from engine.backends.hf import resolve_dtype
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if options.dtype != "auto":
+        try:
+            return resolve_dtype(options.dtype, device)
+        except Exception as exc:
+            raise TrainError(str(exc)) from None
+    # Full fine-tuning keeps fp32 master weights (bf16 runs as autocast); a frozen LoRA base can be bf16.
+    return resolve_dtype("auto", device) if lora else torch.float32
+
+
+def make_trainer(
+    options: TrainOptions, config: Any, peft_config: Any, data: TrainData, callbacks: list[Any] | None = None
+) -> tuple[Any, str]:
+    """Load the model and build the TRL trainer for this run.
+
+    Returns:
+        The trainer and the model's recorded name.
+
+    Raises:
+        TrainError: The model cannot be loaded, or TRL refuses the combination of settings.
+    """
+    source, name = resolve_model(options.model)
+    model, tokenizer = load_model(source, name, _model_dtype(options, peft_config is not None))
+    trainer: Any
+    try:
+        if options.kind == "sft":
+            from trl.trainer.sft_trainer import SFTTrainer
+
+            trainer = SFTTrainer(
+                model=model,
+                args=config,
+                train_dataset=data.dataset,
+                processing_class=tokenizer,
+                peft_config=peft_config,
+                callbacks=callbacks,
+            )
+        else:
+            from engine.train.soft_dpo import SoftLabelDPOTrainer
+
+            trainer = SoftLabelDPOTrainer(
+                model=model,
+                args=config,
+                train_dataset=data.dataset,
+                processing_class=tokenizer,
+                peft_config=peft_config,
+                callbacks=callbacks,
+            )
+    except TrainError:
+        raise
+    except (ValueError, ImportError, NotImplementedError) as exc:  # TRL's and transformers' refusals of settings
+        raise TrainError(f"the trainer refused the settings: {_first_line(exc)}") from None
+    return trainer, name
+
+
+def save_model(trainer: Any, out: Path) -> None:
+    """Save a plain model folder (a LoRA adapter is merged into the weights) with its tokenizer."""
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if hasattr(model, "merge_and_unload"):  # a peft model
+        model = model.merge_and_unload()
+        if trainer.accelerator.is_main_process:
+            model.config.use_cache = True
+            model.save_pretrained(str(out))
+            trainer.processing_class.save_pretrained(str(out))
+    else:
+        model.config.use_cache = True
+        trainer.save_model(str(out))
+    (out / "training_args.bin").unlink(missing_ok=True)  # lives in the checkpoints; the model folder stays plain
+
+
+def train(options: TrainOptions, *, callbacks: list[Any] | None = None) -> TrainResult:
+    """Run ``cai train sft|dpo``: check, train with TRL, save a plain model folder with a model card.
+
+    Args:
+        options: What to train on, from what, into where, with which recipe.
+        callbacks: Extra ``transformers.TrainerCallback`` objects.
+
+    Raises:
+        TrainError: Bad input, or a model that cannot be loaded; the message says what to do.
+    """
+    from engine.train.card import write_card
+
+    recipe, config, settings, peft_config, data, notes = prepare(options)
+    resume_from = check_out(options.out, resume=options.resume, force=options.force)
+    if options.resume and resume_from is None:
+        notes.append(f"no checkpoint in {options.out / CHECKPOINTS}: training from the start")
+    trainer, name = make_trainer(options, config, peft_config, data, callbacks)
+    start = time.perf_counter()
+    output = trainer.train(resume_from_checkpoint=resume_from)
+    seconds = time.perf_counter() - start
+    options.out.mkdir(parents=True, exist_ok=True)
+    if peft_config is not None:
+        settings = {**settings, "lora": _lora_dict(peft_config)}
+    result = TrainResult(
+        out=options.out,
+        kind=options.kind,
+        steps=int(output.global_step),
+        train_loss=float(output.training_loss) if output.training_loss is not None else None,
+        seconds=seconds,
+        metrics={k: float(v) for k, v in (output.metrics or {}).items() if isinstance(v, int | float)},
+        log_history=list(trainer.state.log_history),
+        data=data,
+        settings=settings,
+        resumed_from=resume_from,
+        notes=notes,
+    )
+    save_model(trainer, options.out)
+    if trainer.accelerator.is_main_process:
+        write_card(options, result, recipe, name)
+        (options.out / PROVENANCE).write_text(
+            json.dumps(_provenance(options, result, recipe, name), indent=2, default=str) + "\n", encoding="utf-8"
+        )
+        constitution = data.run_dir / "constitution.yaml" if data.run_dir else None
+        if constitution is not None and constitution.is_file():
+            shutil.copyfile(constitution, options.out / "constitution.yaml")
+    return result
+
+
+def _lora_dict(peft_config: Any) -> dict[str, Any]:
+    keys = ("r", "lora_alpha", "lora_dropout", "target_modules")
+    out: dict[str, Any] = {}
+    for k in keys:
+        value = getattr(peft_config, k, None)
+        out[k] = sorted(value) if isinstance(value, set) else value
+    return out
+
+
+def _provenance(options: TrainOptions, result: TrainResult, recipe: Recipe, name: str) -> dict[str, Any]:
+    import torch
+    import transformers
+    import trl
+
+    data = result.data
+    return {
+        "kind": options.kind,
+        "base_model": name,
+        "data": str(data.folder.resolve()),
+        "split": data.split,
+        "rows": data.rows,
+        "rows_in_split": data.total,
+        "dropped_below_margin": data.dropped,
+        "labels": data.labels if options.kind == "dpo" else None,
+        "min_margin": options.min_margin if options.kind == "dpo" else None,
+        "constitution": data.constitution,
+        "constitution_hashes": data.constitution_hashes,
+        "recipe": recipe.source,
+        "settings": result.settings,
+        "steps": result.steps,
+        "train_loss": result.train_loss,
+        "seconds": round(result.seconds, 1),
+        "resumed_from": result.resumed_from,
+        "versions": {"trl": trl.__version__, "transformers": transformers.__version__, "torch": torch.__version__},
+    }
+
+
+__all__ = ["CHECKPOINTS", "PROVENANCE", "TrainOptions", "TrainResult", "make_trainer", "prepare", "train"]
