@@ -9,9 +9,11 @@ judge-eval set, both orders, one principle each), on the same backend object:
               new tokens, one batched ``generate`` call) and parses it.
 
 The issue asks ``batched`` to be at least 5x faster per pair than ``generate``.
-Note what ``score`` costs in the transformers backend today: each option is a
-separate sequence (prompt + option), so both options of a request recompute
-the whole prompt; that is ~2x the prompt work of a single prefill.
+In the transformers backend ``score`` runs each prompt once and continues the
+options from its cache, so scoring costs one prompt pass, the same prompt
+work as the verdict's prefill; what scoring saves is the verdict's decoding
+steps. Where prefill dominates (long judge prompts on a CPU), the two are
+close; where decoding dominates (GPUs), scoring wins by the verdict length.
 
     python bench/judge_speed.py [--model default] [--pairs 8] [--verdict-tokens 8] [--batch-size 16]
 """

@@ -341,6 +341,26 @@ def tags() -> None:
 @click.option("--top-p", type=float, default=0.95, show_default=True, help="Nucleus sampling mass.")
 @click.option("--dtype", default="auto", show_default=True, help="auto, bfloat16, float16, float32.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
+@click.option(
+    "--judge/--no-judge",
+    default=True,
+    show_default=True,
+    help="Label pairs with the AI-feedback judge; --no-judge assumes the final revision is better.",
+)
+@click.option("--judge-model", help="Judge model (default: the policy).")
+@click.option("--judge-principles", type=int, default=1, show_default=True, help="Principles per judged pair.")
+@click.option("--judge-cot", is_flag=True, help="The judge reasons before answering (probabilities clamped).")
+@click.option(
+    "--judge-band", type=float, nargs=2, default=(0.4, 0.6), show_default=True, help="Clamp band for --judge-cot."
+)
+@click.option("--min-margin", type=float, default=0.02, show_default=True, help="Drop pairs with a smaller margin.")
+@click.option(
+    "--pairing",
+    type=click.Choice(["best-worst", "final-initial"]),
+    default="best-worst",
+    show_default=True,
+    help="Which candidates the judge compares.",
+)
 @click.option("--force", is_flag=True, help="Add rows to a folder that holds a run with other settings.")
 @click.option("--push-to-hub", metavar="REPO", help="Also push the dataset to the Hugging Face hub.")
 @click.option(
@@ -354,11 +374,14 @@ def generate(ctx: click.Context, /, config_file: Path | None, **_: object) -> No
     """Turn a constitution and prompts into critique/revision trajectories and a preference dataset.
 
     Each prompt gets an answer from the policy model, then --revisions rounds of
-    critique and revision, each under a principle sampled by weight. Rows stream
-    to OUT/trajectories.jsonl as they finish; rerunning the same command on the
-    same --out resumes where it stopped. At the end OUT/dataset holds a
-    Hugging Face DatasetDict with a `preferences` split (TRL's conversational
-    format) and an `sft` split, described by OUT/README.md.
+    critique and revision, each under a principle sampled by weight. The judge
+    then compares the answer and its revisions under sampled principles (both
+    orders, so position bias cancels) and picks chosen and rejected with a soft
+    label. Rows stream to OUT/trajectories.jsonl and OUT/labels.jsonl as they
+    finish; rerunning the same command on the same --out resumes where it
+    stopped. At the end OUT/dataset holds a Hugging Face DatasetDict with a
+    `preferences` split (TRL's conversational format) and an `sft` split,
+    described by OUT/README.md with a label-quality report.
 
     \b
     Examples:
@@ -395,10 +418,107 @@ def generate(ctx: click.Context, /, config_file: Path | None, **_: object) -> No
         f"\n{summary.rows} rows in {summary.out} ({summary.generated} new, {summary.skipped} already there), "
         f"{summary.revised} answers changed by revision, {summary.pairs} preference pairs, {summary.seconds:.0f} s"
     )
+    if summary.labels is not None:
+        click.echo(summary.labels.render())
     click.echo(f"dataset: {summary.dataset}  (card: {summary.out / 'README.md'})")
     click.echo(
         f"train on it with TRL: DPOTrainer(..., train_dataset=load_from_disk('{summary.dataset}')['preferences'])"
     )
+
+
+@cli.command()
+@click.argument("run_dir", metavar="DIR", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--judge-model", help="Judge model (default: the run's policy model).")
+@click.option("-c", "--constitution", help="Principles to judge under (default: the run's constitution.yaml).")
+@click.option("--judge-principles", type=int, default=1, show_default=True, help="Principles per judged pair.")
+@click.option("--judge-cot", is_flag=True, help="The judge reasons before answering (probabilities clamped).")
+@click.option(
+    "--judge-band", type=float, nargs=2, default=(0.4, 0.6), show_default=True, help="Clamp band for --judge-cot."
+)
+@click.option("--min-margin", type=float, default=0.02, show_default=True, help="Drop pairs with a smaller margin.")
+@click.option(
+    "--pairing",
+    type=click.Choice(["best-worst", "final-initial"]),
+    default="best-worst",
+    show_default=True,
+    help="Which candidates the judge compares.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the judge's principle sampling.")
+@click.option("--batch-size", type=int, default=16, show_default=True, help="Requests per forward pass.")
+@click.option("--chunk-size", type=int, default=64, show_default=True, help="Rows labelled (and saved) together.")
+@click.option("--dtype", default="auto", show_default=True, help="auto, bfloat16, float16, float32.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
+@click.option("--force", is_flag=True, help="Judge again with other settings; the old labels are kept as labels.N.*")
+def label(
+    run_dir: Path,
+    judge_model: str | None,
+    constitution: str | None,
+    judge_principles: int,
+    judge_cot: bool,
+    judge_band: tuple[float, float],
+    min_margin: float,
+    pairing: str,
+    seed: int,
+    batch_size: int,
+    chunk_size: int,
+    dtype: str,
+    device: str,
+    force: bool,
+) -> None:
+    """Label (or relabel) the pairs of a `cai generate` run with the AI-feedback judge, and rebuild its dataset.
+
+    No answer is regenerated. Rerunning resumes where it stopped; other judge
+    settings than those of the labels in DIR need --force (the old labels are
+    kept beside). Ends with a label-quality report.
+
+    \b
+    Examples:
+        cai label runs/demo --judge-principles 3
+        cai label runs/demo --judge-model ./bigger-model --force
+    """
+    from pydantic import ValidationError
+
+    from constitution import ConstitutionError
+    from engine.backends import BackendError
+    from engine.feedback import JudgeSettings
+    from engine.generate import label as run_label
+    from engine.rundir import RunDirError
+
+    try:
+        settings = JudgeSettings(
+            principles=judge_principles,
+            seed=seed,
+            cot=judge_cot,
+            band=judge_band,
+            min_margin=min_margin,
+            pairing=pairing,
+        )
+    except ValidationError as exc:
+        click.echo(f"error: {exc.errors()[0]['msg']}", err=True)
+        sys.exit(2)
+    try:
+        summary = run_label(
+            run_dir,
+            settings,
+            judge_model=judge_model,
+            constitution=constitution,
+            batch_size=batch_size,
+            chunk_size=chunk_size,
+            dtype=dtype,
+            device=device,
+            force=force,
+        )
+    except ConstitutionError as exc:
+        _fail(exc)
+    except (RunDirError, BackendError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("\ninterrupted: finished labels are saved; run the same command again to resume", err=True)
+        sys.exit(130)
+    click.echo(f"\n{summary.labelled} rows labelled now, {summary.pairs} preference pairs, {summary.seconds:.0f} s")
+    click.echo(summary.stats.render())
+    click.echo(f"dataset: {summary.dataset}")
 
 
 @cli.command(name="export")

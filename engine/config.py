@@ -7,6 +7,7 @@ given on the command line override the file. Unknown keys are errors.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -37,6 +38,23 @@ class GenerateConfig(BaseModel):
     top_p: float = Field(default=0.95, gt=0, le=1, description="Nucleus sampling mass.")
     dtype: str = Field(default="auto", description="auto (bf16 where supported), bfloat16, float16 or float32.")
     device: str = Field(default="auto", description="auto, cpu, cuda, cuda:N.")
+    judge: bool = Field(
+        default=True,
+        description="Label pairs with the AI-feedback judge; off: the final revision is assumed better.",
+    )
+    judge_model: str | None = Field(default=None, description="Judge model (defaults to the policy).")
+    judge_principles: int = Field(default=1, ge=1, description="Principles sampled per judged pair (an ensemble).")
+    judge_cot: bool = Field(default=False, description="The judge reasons before answering (chain of thought).")
+    judge_band: tuple[float, float] = Field(
+        default=(0.4, 0.6), description="Chain of thought: each order's probability is clamped to this band."
+    )
+    min_margin: float = Field(
+        default=0.02, ge=0, le=1, description="Drop pairs whose judged margin (2 * chosen_prob - 1) is below this."
+    )
+    pairing: Literal["best-worst", "final-initial"] = Field(
+        default="best-worst",
+        description="best-worst: judge all candidates, pair the best with the worst; final-initial: final vs first.",
+    )
     force: bool = Field(default=False, description="Write into a folder that holds a run with other settings.")
     push_to_hub: str | None = Field(default=None, description="Also push the dataset to this hub repository.")
 

@@ -3,8 +3,11 @@
 The ``preferences`` split is in TRL's conversational preference format
 (``prompt`` as a list of messages, ``chosen`` and ``rejected`` as one-message
 assistant lists) plus provenance columns; TRL's ``DPOTrainer`` takes it as it
-is. Until the AI-feedback judge labels pairs, ``chosen`` is the final revision
-and ``rejected`` the initial answer, and ``label_source`` says so.
+is. When the AI-feedback judge labelled the run (:mod:`engine.labels`), a
+pair is the judge's chosen and rejected candidate with its soft label
+(``chosen_prob``) and margin, and rows the judge could not separate are left
+out; without a judge, ``chosen`` is the final revision and ``rejected`` the
+initial answer, and ``label_source`` says so.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,22 +25,51 @@ from engine.records import RunManifest, Trajectory
 if TYPE_CHECKING:
     from datasets import Features
 
+    from engine.feedback import JudgeSettings, LabelStats
+    from engine.labels import PairLabel
+
 DATASET_DIR = "dataset"
 CARD = "README.md"
 LABEL_SOURCE = "revision_assumed_better"
 """``label_source`` of pairs whose order comes from the pipeline, not from a judge."""
+JUDGE_LABEL_SOURCE = "ai_judge"
+"""``label_source`` of pairs ordered by the AI-feedback judge."""
 
 
-def preference_row(t: Trajectory) -> dict[str, Any] | None:
-    """The pair a trajectory gives, or None when no round changed its answer."""
-    if not t.revised:
-        return None
+def preference_row(t: Trajectory, label: PairLabel | None = None) -> dict[str, Any] | None:
+    """The pair a trajectory gives, or None when it gives none.
+
+    Without a label: final revision over initial answer, None when no round
+    changed the answer. With the judge's label: its chosen and rejected
+    candidates, None when the judge dropped the row (tie, low margin,
+    unreadable) or had nothing to compare.
+    """
+    if label is None:
+        if not t.revised:
+            return None
+        chosen, rejected, source = t.final, t.initial, LABEL_SOURCE
+        chosen_from = next((f"revision_{n}" for n in range(len(t.rounds), 0, -1) if t.rounds[n - 1].changed), "")
+        rejected_from, prob, margin, judge, judge_principles = "initial", None, None, "", []
+    else:
+        if label.status != "labelled" or label.chosen_from is None or label.rejected_from is None:
+            return None
+        texts = candidate_texts(t)
+        chosen, rejected, source = texts[label.chosen_from], texts[label.rejected_from], JUDGE_LABEL_SOURCE
+        chosen_from, rejected_from = label.chosen_from, label.rejected_from
+        prob, margin, judge = label.chosen_prob, label.margin, label.judge_model
+        judge_principles = list(label.principles)
     return {
         "id": t.id,
         "prompt": t.prompt,
-        "chosen": [{"role": "assistant", "content": t.final}],
-        "rejected": [{"role": "assistant", "content": t.initial}],
-        "label_source": LABEL_SOURCE,
+        "chosen": [{"role": "assistant", "content": chosen}],
+        "rejected": [{"role": "assistant", "content": rejected}],
+        "label_source": source,
+        "chosen_prob": prob,
+        "margin": margin,
+        "chosen_from": chosen_from,
+        "rejected_from": rejected_from,
+        "judge_model": judge,
+        "judge_principles": judge_principles,
         "category": t.category or "",
         "kind": t.kind or "",
         "principle_ids": [r.principle_id for r in t.rounds if r.changed],
@@ -47,6 +79,15 @@ def preference_row(t: Trajectory) -> dict[str, Any] | None:
         "critic_model": t.models["critic"].get("model", ""),
         "source": t.source,
     }
+
+
+def candidate_texts(t: Trajectory) -> dict[str, str]:
+    """The texts a label's ``chosen_from`` / ``rejected_from`` name: ``initial`` and ``revision_N``."""
+    texts = {"initial": t.initial}
+    for number, step in enumerate(t.rounds, start=1):
+        if step.revision is not None:
+            texts[f"revision_{number}"] = step.revision
+    return texts
 
 
 def sft_row(t: Trajectory) -> dict[str, Any]:
@@ -72,6 +113,12 @@ def _features() -> dict[str, Features]:
                 "chosen": List(message),
                 "rejected": List(message),
                 "label_source": Value("string"),
+                "chosen_prob": Value("float64"),
+                "margin": Value("float64"),
+                "chosen_from": Value("string"),
+                "rejected_from": Value("string"),
+                "judge_model": Value("string"),
+                "judge_principles": List(Value("string")),
                 "category": Value("string"),
                 "kind": Value("string"),
                 "principle_ids": List(Value("string")),
@@ -94,8 +141,13 @@ def _features() -> dict[str, Features]:
     }
 
 
-def save_dataset(rows: Iterable[Trajectory], out: Path) -> tuple[Path, dict[str, int], RunStats]:
+def save_dataset(
+    rows: Iterable[Trajectory], out: Path, labels: Mapping[str, PairLabel] | None = None
+) -> tuple[Path, dict[str, int], RunStats]:
     """Build the ``preferences`` and ``sft`` splits and save them under ``out/dataset``.
+
+    ``labels`` (the judge's, by row id) decide the pairs when given; a row
+    without a label then gives no pair (it is counted as unlabelled).
 
     One pass over the rows streams them into Arrow files (memory stays flat
     however long the run) and counts what the card reports; the new dataset
@@ -118,22 +170,36 @@ def save_dataset(rows: Iterable[Trajectory], out: Path) -> tuple[Path, dict[str,
     try:
         for trajectory in rows:
             stats.add(trajectory)
-            pair = preference_row(trajectory)
+            if labels is None:
+                pair = preference_row(trajectory)
+            elif trajectory.id in labels:
+                pair = preference_row(trajectory, labels[trajectory.id])
+            else:
+                pair = None
+                stats.unlabelled += 1
             if pair is not None:
                 writers["preferences"].write(pair)
             writers["sft"].write(sft_row(trajectory))
-        for writer in writers.values():
-            writer.finalize()
+        counts = {split: writer.finalize()[0] for split, writer in writers.items()}
     finally:
         for writer in writers.values():
             writer.close()
-    dataset = DatasetDict({split: Dataset.from_file(str(work / f"{split}.arrow")) for split in features})
+    dataset = DatasetDict(
+        {
+            # An empty split is built from nothing: `datasets` cannot read back an empty Arrow file or a
+            # dataset saved with zero shards, so empty splits are also saved as one (empty) shard.
+            split: Dataset.from_file(str(work / f"{split}.arrow"))
+            if counts[split]
+            else Dataset.from_dict({name: [] for name in f}, features=f)
+            for split, f in features.items()
+        }
+    )
     target = out / DATASET_DIR
     tmp = out / f".{DATASET_DIR}.tmp"
     old = out / f".{DATASET_DIR}.old"
     for leftover in (tmp, old):
         shutil.rmtree(leftover, ignore_errors=True)
-    dataset.save_to_disk(str(tmp))
+    dataset.save_to_disk(str(tmp), num_shards={split: 1 for split, n in counts.items() if not n})
     sizes = {split: len(data) for split, data in dataset.items()}
     if target.exists():
         os.replace(target, old)
@@ -153,6 +219,8 @@ class RunStats:
     rounds: int = 0
     principles: Counter[str] = field(default_factory=Counter)
     categories: Counter[str] = field(default_factory=Counter)
+    unlabelled: int = 0
+    """Rows the judge has not labelled yet (only when the run has labels)."""
 
     def add(self, t: Trajectory) -> None:
         """Count one trajectory."""
@@ -164,8 +232,17 @@ class RunStats:
         self.categories[t.category or "(none)"] += 1
 
 
-def write_card(out: Path, manifest: RunManifest, stats: RunStats, sizes: dict[str, int]) -> Path:
-    """Write the dataset card (``README.md``) from the run's provenance."""
+def write_card(
+    out: Path,
+    manifest: RunManifest,
+    stats: RunStats,
+    sizes: dict[str, int],
+    judged: tuple[str, JudgeSettings, LabelStats] | None = None,
+) -> Path:
+    """Write the dataset card (``README.md``) from the run's provenance.
+
+    ``judged`` is (judge model, judge settings, label statistics) when the judge labelled the pairs.
+    """
     n, revised, stopped, rounds = stats.rows, stats.revised, stats.stopped, stats.rounds
     used, categories = stats.principles, stats.categories
     c = manifest.constitution
@@ -195,9 +272,7 @@ def write_card(out: Path, manifest: RunManifest, stats: RunStats, sizes: dict[st
         f"round{'s' * (manifest.revisions != 1)} of critique and revision, "
         "each under one principle sampled by weight"
         + (", stopping early when the critique found nothing to change." if manifest.stop_early else "."),
-        "- **Pair labels are not judged yet**: `chosen` is the final revision and `rejected` the initial "
-        f"answer (`label_source = {LABEL_SOURCE}`). Small models often revise for the worse: read the pairs "
-        "before training on them.",
+        *_labelling(judged),
         "",
         "## Contents",
         "",
@@ -210,6 +285,7 @@ def write_card(out: Path, manifest: RunManifest, stats: RunStats, sizes: dict[st
         f"| `preferences` pairs | {pairs} |",
         f"| `sft` rows | {sizes['sft']} |",
         "",
+        *_label_quality(judged, stats),
         "Principles used: " + ", ".join(f"`{k}` {v}" for k, v in used.most_common()) + ".",
         "",
         "Categories: " + ", ".join(f"{k} {v}" for k, v in categories.most_common()) + ".",
@@ -230,6 +306,33 @@ def write_card(out: Path, manifest: RunManifest, stats: RunStats, sizes: dict[st
     path = out / CARD
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
+
+
+def _labelling(judged: tuple[str, JudgeSettings, LabelStats] | None) -> list[str]:
+    if judged is None:
+        return [
+            "- **Pair labels are not judged**: `chosen` is the final revision and `rejected` the initial "
+            f"answer (`label_source = {LABEL_SOURCE}`). Small models often revise for the worse: read the pairs "
+            "before training on them, or label them with `cai label`."
+        ]
+    from engine.labels import judge_settings_summary
+
+    model, settings, _ = judged
+    return [
+        "- Pairs are labelled by the AI-feedback judge (`label_source = ai_judge`): among the initial answer "
+        "and the revisions, `chosen` is the one the judge prefers and `rejected` the one it likes least; "
+        "`chosen_prob` is the judge's probability that `chosen` is better (a soft label), `margin` = "
+        "2 * chosen_prob - 1.",
+        *judge_settings_summary(settings, model),
+    ]
+
+
+def _label_quality(judged: tuple[str, JudgeSettings, LabelStats] | None, stats: RunStats) -> list[str]:
+    if judged is None:
+        return []
+    report = judged[2].render()
+    unlabelled = f"\n{stats.unlabelled} rows are not labelled yet (run `cai label`)." if stats.unlabelled else ""
+    return ["## Label quality", "", "```text", report + unlabelled, "```", ""]
 
 
 def export(out: Path, fmt: str, target: Path | None = None) -> list[Path]:

@@ -3,8 +3,11 @@
 Order of work: everything cheap is checked first (constitution, prompts, the
 output folder), then the models load, then prompts not yet in the folder go
 through the loop chunk by chunk, each finished chunk appended to
-``trajectories.jsonl`` at once. The dataset, card and constitution copy are
-(re)built from all rows at the end.
+``trajectories.jsonl`` at once and then labelled by the AI-feedback judge into
+``labels.jsonl`` (:mod:`engine.labels`). A resumed run first labels rows that
+were written but not yet labelled. The dataset, card and constitution copy are
+(re)built from all rows at the end. :func:`label` (``cai label``) judges an
+existing run again, with another judge or settings, without regenerating.
 
 Memory stays flat in the number of prompts: the prompt file is checked through
 once up front (keeping nothing), then read again a chunk at a time; rows go to
@@ -21,18 +24,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import constitution as constitution_lib
+from constitution import Constitution
 from engine.backends import Backend, SamplingParams, load_backend
 from engine.config import GenerateConfig
 from engine.critique import LoopSettings, run_loop
-from engine.dataset import save_dataset, write_card
+from engine.dataset import RunStats, save_dataset, write_card
+from engine.feedback import Judge, JudgeSettings, LabelStats, judge_trajectories
+from engine.labels import LabelManifest, LabelStore, label_rows
 from engine.prompt_sets import PromptItem, open_prompts
 from engine.records import ConstitutionRef, RunManifest
-from engine.rundir import RunDir
+from engine.rundir import RunDir, RunDirError, atomic_write
 
 if TYPE_CHECKING:
     from tqdm import tqdm
 
 BackendFactory = Callable[..., Backend]
+CONSTITUTION_COPY = "constitution.yaml"
 
 
 @dataclass(frozen=True)
@@ -48,10 +55,24 @@ class Summary:
     revised: int
     pairs: int
     seconds: float
+    labels: LabelStats | None = None
+    """Label quality of the whole run, when the judge labelled it."""
+
+
+@dataclass(frozen=True)
+class LabelSummary:
+    """What ``cai label`` did."""
+
+    out: Path
+    dataset: Path
+    labelled: int
+    pairs: int
+    stats: LabelStats
+    seconds: float
 
 
 def generate(config: GenerateConfig, *, progress: bool = True, backends: BackendFactory = load_backend) -> Summary:
-    """Run (or resume) a generation run.
+    """Run (or resume) a generation run, labelling each finished chunk with the judge (unless ``config.judge`` is off).
 
     Raises:
         constitution.ConstitutionError, PromptSetError, RunDirError, BackendError:
@@ -61,8 +82,9 @@ def generate(config: GenerateConfig, *, progress: bool = True, backends: Backend
     rules = constitution_lib.load(config.constitution)
     prompts = open_prompts(config.prompts, limit=config.limit)  # checks every row now: bad input fails here
     sampling = SamplingParams(max_new_tokens=config.max_new_tokens, temperature=config.temperature, top_p=config.top_p)
+    reference = ConstitutionRef(id=rules.id, version=rules.version, hash=rules.content_hash)
     manifest = RunManifest(
-        constitution=ConstitutionRef(id=rules.id, version=rules.version, hash=rules.content_hash),
+        constitution=reference,
         policy=config.model,
         critic=config.critic_model or config.model,
         revisions=config.revisions,
@@ -72,24 +94,48 @@ def generate(config: GenerateConfig, *, progress: bool = True, backends: Backend
         prompts=config.prompts,
     )
     run = RunDir.open(config.out, manifest, force=config.force)
+    labels = None
+    if config.judge:
+        label_manifest = LabelManifest(
+            judge=config.judge_model or config.model, settings=judge_settings(config), constitution=reference
+        )
+        labels = LabelStore.open(config.out, label_manifest, force=config.force)
     done = run.done_ids()
     skipped = sum(1 for prompt_id in prompts.ids() if prompt_id in done) if done else 0
     todo = len(prompts) - skipped
+    unlabelled = len(done - _labelled_ids(labels)) if labels is not None else 0
 
     generated = 0
+    options = {"batch_size": config.batch_size, "dtype": config.dtype, "device": config.device}
+    loaded: dict[str, Backend] = {}
+
+    def backend(spec: str) -> Backend:
+        if spec not in loaded:
+            loaded[spec] = backends(spec, **options)
+        return loaded[spec]
+
     if todo:
-        options = {"batch_size": config.batch_size, "dtype": config.dtype, "device": config.device}
-        policy = backends(config.model, **options)
-        critic = policy if manifest.critic == config.model else backends(manifest.critic, **options)
+        policy, critic = backend(config.model), backend(manifest.critic)
+    judge = None
+    if labels is not None and (todo or unlabelled):
+        judge = Judge(backend(labels.manifest.judge), labels.manifest.settings, rules)
     run.begin()  # after the models load: a model that fails to load leaves no manifest behind
+    _write_constitution(config.out, rules)
+    if labels is not None:
+        labels.begin()
+    if judge is not None and labels is not None and unlabelled:
+        _label_existing(run, labels, judge, rules, config.chunk_size, unlabelled, progress)
     if todo:
         settings = LoopSettings(
             revisions=config.revisions, stop_early=config.stop_early, seed=config.seed, sampling=sampling
         )
-        bar = _progress(todo, progress)
+        bar = _progress(todo, progress, "generate")
         try:
             for chunk in _chunks((item for item in prompts if item.id not in done), config.chunk_size):
-                run.append(run_loop(chunk, rules, policy, critic, settings))
+                rows = run_loop(chunk, rules, policy, critic, settings)
+                run.append(rows)
+                if judge is not None and labels is not None:
+                    labels.append(judge_trajectories(judge, rows, rules))
                 generated += len(chunk)
                 if bar is not None:
                     bar.update(len(chunk))
@@ -97,9 +143,7 @@ def generate(config: GenerateConfig, *, progress: bool = True, backends: Backend
             if bar is not None:
                 bar.close()
 
-    path, sizes, stats = save_dataset(run.rows(), config.out)
-    (config.out / "constitution.yaml").write_text(constitution_lib.dump(rules), encoding="utf-8")
-    write_card(config.out, manifest, stats, sizes)
+    path, sizes, stats, label_stats = build_dataset(run, labels, rules)
     if config.push_to_hub:
         from datasets import load_from_disk
 
@@ -114,7 +158,118 @@ def generate(config: GenerateConfig, *, progress: bool = True, backends: Backend
         revised=stats.revised,
         pairs=sizes["preferences"],
         seconds=time.perf_counter() - start,
+        labels=label_stats,
     )
+
+
+def label(
+    out: Path,
+    settings: JudgeSettings,
+    *,
+    judge_model: str | None = None,
+    constitution: str | None = None,
+    batch_size: int = 16,
+    chunk_size: int = 64,
+    dtype: str = "auto",
+    device: str = "auto",
+    force: bool = False,
+    progress: bool = True,
+    backends: BackendFactory = load_backend,
+) -> LabelSummary:
+    """Label (or finish labelling) the trajectories of an existing run with a judge, and rebuild its dataset.
+
+    Args:
+        out: The run folder.
+        settings: How to judge.
+        judge_model: The judge (default: the run's policy model).
+        constitution: Principles to judge under (default: the run's own copy, ``constitution.yaml``).
+        force: Judge again with settings other than those of the labels in the folder (they are kept beside).
+
+    Raises:
+        RunDirError, ConstitutionError, BackendError: Bad input; the message says what to fix.
+    """
+    start = time.perf_counter()
+    manifest = RunDir.read_manifest(out)
+    own = out / CONSTITUTION_COPY
+    if constitution is None and not own.exists():
+        raise RunDirError(f"{own}: missing; pass --constitution with the rules to judge under")
+    rules = constitution_lib.load(constitution if constitution is not None else str(own))
+    reference = ConstitutionRef(id=rules.id, version=rules.version, hash=rules.content_hash)
+    label_manifest = LabelManifest(judge=judge_model or manifest.policy, settings=settings, constitution=reference)
+    run = RunDir(out, manifest)
+    labels = LabelStore.open(out, label_manifest, force=force)
+    done = run.done_ids()
+    pending = len(done - _labelled_ids(labels))
+    judge = None
+    if pending:
+        backend = backends(label_manifest.judge, batch_size=batch_size, dtype=dtype, device=device)
+        judge = Judge(backend, settings, rules)
+    labels.begin()
+    if judge is not None:
+        _label_existing(run, labels, judge, rules, chunk_size, pending, progress)
+    path, sizes, _, label_stats = build_dataset(run, labels, rules)
+    assert label_stats is not None
+    return LabelSummary(
+        out=out,
+        dataset=path,
+        labelled=pending,
+        pairs=sizes["preferences"],
+        stats=label_stats,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def build_dataset(
+    run: RunDir, labels: LabelStore | None, rules: Constitution
+) -> tuple[Path, dict[str, int], RunStats, LabelStats | None]:
+    """(Re)build the dataset and card of a run folder from its trajectories and labels."""
+    index, label_stats = labels.index() if labels is not None else (None, None)
+    path, sizes, stats = save_dataset(run.rows(), run.path, index)
+    judged = None
+    if labels is not None and label_stats is not None:
+        judged = (labels.manifest.judge, labels.manifest.settings, label_stats)
+    _write_constitution(run.path, rules)
+    write_card(run.path, run.manifest, stats, sizes, judged)
+    return path, sizes, stats, label_stats
+
+
+def judge_settings(config: GenerateConfig) -> JudgeSettings:
+    """The judge's settings a run configuration asks for."""
+    return JudgeSettings(
+        principles=config.judge_principles,
+        seed=config.seed,
+        cot=config.judge_cot,
+        band=config.judge_band,
+        min_margin=config.min_margin,
+        pairing=config.pairing,
+    )
+
+
+def _labelled_ids(labels: LabelStore | None) -> set[str]:
+    """Rows labelled under the store's manifest (none when the folder's labels are from another judge)."""
+    if labels is None:
+        return set()
+    before = labels.existing()
+    if before is None or before.differences(labels.manifest):
+        return set()
+    return labels.done_ids()
+
+
+def _label_existing(
+    run: RunDir, labels: LabelStore, judge: Judge, rules: Constitution, chunk_size: int, total: int, progress: bool
+) -> None:
+    bar = _progress(total, progress, "label")
+    try:
+        label_rows(
+            labels, run.rows(), judge, rules, chunk_size=chunk_size, on_chunk=bar.update if bar is not None else None
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _write_constitution(out: Path, rules: Constitution) -> None:
+    atomic_write(out / CONSTITUTION_COPY, constitution_lib.dump(rules))
 
 
 def _chunks(items: Iterable[PromptItem], size: int) -> Iterator[list[PromptItem]]:
@@ -124,9 +279,9 @@ def _chunks(items: Iterable[PromptItem], size: int) -> Iterator[list[PromptItem]
         yield chunk
 
 
-def _progress(total: int, enabled: bool) -> tqdm[None] | None:
+def _progress(total: int, enabled: bool, desc: str) -> tqdm[None] | None:
     if not enabled:
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="row", desc="generate", dynamic_ncols=True, smoothing=0.1)
+    return tqdm(total=total, unit="row", desc=desc, dynamic_ncols=True, smoothing=0.1)

@@ -128,25 +128,77 @@ def test_principle_sampling_is_seeded_weighted_and_stable() -> None:
     assert 0.35 < per_light / per_full < 0.65  # weight 0.5 is drawn about half as often as weight 1.0
 
 
-def test_generate_writes_trajectories_dataset_card_and_constitution(tmp_path: Path) -> None:
+def test_generate_writes_trajectories_judged_dataset_card_and_constitution(tmp_path: Path) -> None:
     summary = generate(config(tmp_path), progress=False)
     out = tmp_path / "run"
     lines = (out / "trajectories.jsonl").read_text().splitlines()
     assert len(lines) == 6 == summary.rows == summary.generated
     row = json.loads(lines[0])
     assert row["schema_version"] == 1 and row["constitution"]["hash"] == constitution.load("default").content_hash
+    labels = [json.loads(line) for line in (out / "labels.jsonl").read_text().splitlines()]
+    assert [label["id"] for label in labels] == [json.loads(line)["id"] for line in lines]
     data = load_from_disk(str(out / "dataset"))
     prefs = data["preferences"]
     assert len(prefs) == summary.pairs == 6
-    pair = prefs[0]
-    assert pair["prompt"][-1]["role"] == "user"
-    assert pair["chosen"][0]["role"] == "assistant" and pair["rejected"][0]["role"] == "assistant"
-    assert pair["label_source"] == "revision_assumed_better"
+    for pair in prefs:
+        assert pair["prompt"][-1]["role"] == "user"
+        assert pair["chosen"][0]["role"] == "assistant" and pair["rejected"][0]["role"] == "assistant"
+        # The scripted judge prefers the longer response, in both orders, with probability 0.8.
+        assert pair["label_source"] == "ai_judge" and pair["judge_model"] == "scripted"
+        assert len(pair["chosen"][0]["content"]) >= len(pair["rejected"][0]["content"])
+        assert pair["chosen_prob"] == pytest.approx(0.8) and pair["margin"] == pytest.approx(0.6)
+        assert pair["chosen_from"] != pair["rejected_from"] and len(pair["judge_principles"]) == 1
+    assert summary.labels is not None and summary.labels.labelled == 6 and summary.labels.disagreements == 0
+    assert len(data["sft"]) == 6
+    card = (out / "README.md").read_text()
+    assert "sha256" in card and "ai_judge" in card and "| prompts | 6 |" in card and "## Label quality" in card
+    assert constitution.load(out / "constitution.yaml").content_hash == row["constitution"]["hash"]
+
+
+def test_without_the_judge_the_revision_is_assumed_better(tmp_path: Path) -> None:
+    summary = generate(config(tmp_path, judge=False), progress=False)
+    out = tmp_path / "run"
+    assert not (out / "labels.jsonl").exists() and summary.labels is None
+    data = load_from_disk(str(out / "dataset"))
+    pair = data["preferences"][0]
+    assert pair["label_source"] == "revision_assumed_better" and pair["chosen_prob"] is None
     assert pair["chosen"][0]["content"] != pair["rejected"][0]["content"]
     assert data["sft"][0]["messages"][-1]["content"] == pair["chosen"][0]["content"]
-    card = (out / "README.md").read_text()
-    assert "sha256" in card and "revision_assumed_better" in card and "| prompts | 6 |" in card
-    assert constitution.load(out / "constitution.yaml").content_hash == row["constitution"]["hash"]
+    assert "revision_assumed_better" in (out / "README.md").read_text()
+
+
+def test_a_judge_that_cannot_decide_gives_no_pairs_and_an_empty_loadable_split(tmp_path: Path) -> None:
+    def factory(spec: str, **_: object) -> ScriptedBackend:
+        return ScriptedBackend()  # uniform scores: every comparison a tie
+
+    summary = generate(config(tmp_path), progress=False, backends=factory)
+    data = load_from_disk(str(tmp_path / "run" / "dataset"))
+    assert summary.pairs == len(data["preferences"]) == 0 and len(data["sft"]) == 6
+    assert summary.labels is not None and summary.labels.dropped["tie"] == 6
+
+
+def test_resume_labels_rows_written_before_a_crash_and_relabel_needs_force(tmp_path: Path) -> None:
+    from engine.generate import label
+
+    generate(config(tmp_path, judge=False), progress=False)  # rows without labels, as after a crash
+    summary = generate(config(tmp_path), progress=False)
+    assert summary.generated == 0 and summary.labels is not None and summary.labels.rows == 6
+    out = tmp_path / "run"
+    assert len((out / "labels.jsonl").read_text().splitlines()) == 6
+
+    from engine.feedback import JudgeSettings
+
+    def factory(spec: str, **_: object) -> ScriptedBackend:
+        return ScriptedBackend(scores=lambda r: [0.0, -1.0], name=spec)  # always (A): both orders cancel
+
+    with pytest.raises(RunDirError, match="other settings"):
+        label(out, JudgeSettings(principles=2), progress=False, backends=factory)
+    relabelled = label(out, JudgeSettings(principles=2), force=True, progress=False, backends=factory)
+    assert relabelled.labelled == 6 and relabelled.pairs == 0 and relabelled.stats.disagreements > 0
+    assert (out / "labels.1.jsonl").exists() and (out / "labels.1.json").exists()  # the old labels are kept
+    again = label(out, JudgeSettings(principles=2), progress=False, backends=factory)
+    assert again.labelled == 0  # nothing left to label
+    assert json.loads((out / "labels.json").read_text())["settings"]["principles"] == 2
 
 
 def test_rerun_resumes_without_duplicates_and_extends(tmp_path: Path) -> None:
@@ -172,7 +224,7 @@ def test_resume_from_a_file_counts_and_reads_only_what_is_left(tmp_path: Path, m
     totals: list[int] = []
     chunks: list[list[str]] = []
 
-    def progress(total: int, enabled: bool) -> None:
+    def progress(total: int, enabled: bool, desc: str) -> None:
         totals.append(total)
 
     def recording_loop(items: list[PromptItem], *args: object, **kwargs: object) -> object:
@@ -292,6 +344,7 @@ def test_cli_generate_and_export(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert "5 rows" in result.stdout and "preference pairs" in result.stdout
+    assert "label quality: 5 of 5 pairs labelled" in result.stdout and "orders disagreed" in result.stdout
     for fmt in ("jsonl", "parquet"):
         exported = CliRunner().invoke(cli, ["export", str(out), "--format", fmt])
         assert exported.exit_code == 0, exported.output
@@ -300,6 +353,27 @@ def test_cli_generate_and_export(tmp_path: Path) -> None:
     import pyarrow.parquet as pq
 
     assert pq.read_table(out / "export" / "sft.parquet").num_rows == 5
+
+
+def test_cli_label_relabels_a_run_and_reports_bad_input(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    made = CliRunner().invoke(cli, ["generate", "--model", "scripted", "--out", str(out), "--limit", "4", "--no-judge"])
+    assert made.exit_code == 0, made.output
+    assert "label quality" not in made.stdout and not (out / "labels.jsonl").exists()
+    result = CliRunner().invoke(cli, ["label", str(out), "--judge-model", "scripted", "--judge-principles", "2"])
+    assert result.exit_code == 0, result.output
+    assert "4 rows labelled now" in result.stdout and "label quality: 4 of 4 pairs labelled" in result.stdout
+    assert len(load_from_disk(str(out / "dataset"))["preferences"]) == 4
+    assert "## Label quality" in (out / "README.md").read_text()
+    other = CliRunner().invoke(cli, ["label", str(out), "--judge-model", "scripted", "--min-margin", "0.9"])
+    assert other.exit_code == 1 and "min_margin" in other.output and "--force" in other.output
+    missing = CliRunner().invoke(cli, ["label", str(tmp_path / "nothing")])
+    assert missing.exit_code == 1 and "no such folder" in missing.output
+    (tmp_path / "empty").mkdir()
+    empty = CliRunner().invoke(cli, ["label", str(tmp_path / "empty")])
+    assert empty.exit_code == 1 and "holds no cai run" in empty.output
+    band = CliRunner().invoke(cli, ["label", str(out), "--judge-cot", "--judge-band", "0.6", "0.7"])
+    assert band.exit_code == 2 and "band" in band.output
 
 
 def test_config_file_with_flag_overrides(tmp_path: Path) -> None:

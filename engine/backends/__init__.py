@@ -37,9 +37,9 @@ def load_backend(spec: str = "default", *, batch_size: int = 16, dtype: str = "a
         BackendError: The model cannot be found or loaded, or a library is missing.
     """
     if spec == "scripted":
-        from engine.backends.scripted import ScriptedBackend
+        from engine.backends.scripted import ScriptedBackend, longer_is_better
 
-        return ScriptedBackend()
+        return ScriptedBackend(scores=longer_is_better)
     if spec.startswith(("openai:", "http://", "https://")):
         raise BackendError(f"{spec}: OpenAI-compatible servers are not supported yet; use a local model or 'default'")
     try:

@@ -21,8 +21,10 @@ Sampling
 
 Scoring
     ``score`` computes log P(option | chat + generation prompt) as the sum of the
-    option tokens' log-probabilities, with one forward pass per batch of
-    (prompt + option) sequences; it never generates.
+    option tokens' log-probabilities; it never generates. Each prompt runs once
+    (batched, left-padded) and all its options continue from the prompt's
+    key/value cache in one more short pass, so judging between (A) and (B)
+    costs one prompt pass, not two.
 """
 
 from __future__ import annotations
@@ -382,43 +384,89 @@ class HFBackend(Backend):
     def score(self, requests: Sequence[ScoreRequest]) -> list[list[float]]:
         texts = [self.render(r.chat) for r in requests]
         prompt_ids = self.encode(texts)
-        seqs: list[tuple[list[int], int]] = []  # (prompt + option ids, number of option ids)
-        owners: list[tuple[int, int]] = []
-        scores = [[0.0] * len(r.options) for r in requests]
-        for ri, (request, text, p_ids) in enumerate(zip(requests, texts, prompt_ids, strict=True)):
-            for oi, o_ids in enumerate(self.option_ids(text, p_ids, request.options)):
-                if o_ids:  # an empty option has probability 1
-                    seqs.append((p_ids + o_ids, len(o_ids)))
-                    owners.append((ri, oi))
+        option_ids = [
+            self.option_ids(text, p_ids, r.options) for r, text, p_ids in zip(requests, texts, prompt_ids, strict=True)
+        ]
+        scores = [[0.0] * len(r.options) for r in requests]  # an empty option has probability 1
         with torch.inference_mode():
-            for batch in self._batches([len(s) for s, _ in seqs]):
-                # Long options: fewer rows per pass, so the kept logits stay within _LOGITS_BUDGET.
-                width = (max(seqs[i][1] for i in batch) + 1) * self._vocab_size
-                step = max(1, _LOGITS_BUDGET // width)
-                for start in range(0, len(batch), step):
-                    part = batch[start : start + step]
-                    for i, value in zip(part, self._score_batch([seqs[i] for i in part]), strict=True):
-                        ri, oi = owners[i]
-                        scores[ri][oi] = value
+            for batch in self._batches([len(p) for p in prompt_ids]):
+                for part in self._logit_parts(batch, option_ids):
+                    values = self._score_batch([prompt_ids[i] for i in part], [option_ids[i] for i in part])
+                    for i, row in zip(part, values, strict=True):
+                        scores[i] = row
         return scores
 
-    def _score_batch(self, seqs: Sequence[tuple[list[int], int]]) -> list[float]:
-        """Sum of the last ``k`` tokens' log-probs of each sequence, in one left-padded forward pass."""
-        ids, mask = self._left_pad([s for s, _ in seqs])
-        k_max = max(k for _, k in seqs)
-        inputs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask, "use_cache": False}
+    def _logit_parts(self, batch: list[int], option_ids: Sequence[Sequence[Sequence[int]]]) -> Iterator[list[int]]:
+        """Cut a batch so that the option logits one pass keeps stay within ``_LOGITS_BUDGET``."""
+        part: list[int] = []
+        kept = 0
+        for i in batch:
+            size = sum(max(len(o), 1) for o in option_ids[i]) * self._vocab_size
+            if part and kept + size > _LOGITS_BUDGET:
+                yield part
+                part, kept = [], 0
+            part.append(i)
+            kept += size
+        if part:
+            yield part
+
+    def _score_batch(
+        self, prompts: Sequence[list[int]], options: Sequence[Sequence[Sequence[int]]]
+    ) -> list[list[float]]:
+        """Sum of each option's token log-probs: each prompt runs ONCE, every option continues from its cache.
+
+        The prompt's last logits give each option's first token; options of two
+        or more tokens then run as one batch of continuations over the prompts'
+        cached keys and values (selected per option row), so a prompt with n
+        options costs one prompt pass plus n short continuations, not n prompt passes.
+        """
+        ids, mask = self._left_pad(prompts)
+        inputs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask, "use_cache": True}
         if self._takes_positions:
             inputs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
         if self._takes_logits_to_keep:
-            inputs["logits_to_keep"] = k_max + 1
-        logits = self.model(**inputs).logits[:, -(k_max + 1) : -1].float()
-        # Position j of `logits` predicts token ids[:, -k_max + j].
-        targets = ids[:, -k_max:]
-        logprobs = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-        keep = torch.arange(k_max, device=ids.device).unsqueeze(0) >= (
-            k_max - torch.tensor([k for _, k in seqs], device=ids.device).unsqueeze(1)
-        )
-        return [float(v) for v in torch.where(keep, logprobs, 0.0).sum(-1).cpu()]
+            inputs["logits_to_keep"] = 1
+        out = self.model(**inputs)
+        first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
+        scores = [[0.0] * len(opts) for opts in options]
+        longer: list[tuple[int, int]] = []  # (prompt, option) of options with more than one token
+        for b, opts in enumerate(options):
+            for o, tokens in enumerate(opts):
+                if tokens:
+                    scores[b][o] = float(first[b, tokens[0]])
+                if len(tokens) > 1:
+                    longer.append((b, o))
+        if not longer:
+            return scores
+        # Continuations: feed tokens[:-1] after the prompt (right-padded), read log P(tokens[1:]).
+        width = max(len(options[b][o]) - 1 for b, o in longer)
+        rows = torch.tensor([b for b, _ in longer], device=ids.device)
+        feed = torch.full((len(longer), width), self._pad_id, dtype=torch.long)
+        targets = torch.full((len(longer), width), self._pad_id, dtype=torch.long)
+        valid = torch.zeros((len(longer), width), dtype=torch.long)
+        for r, (b, o) in enumerate(longer):
+            tokens = options[b][o]
+            n = len(tokens) - 1
+            feed[r, :n] = torch.tensor(tokens[:-1])
+            targets[r, :n] = torch.tensor(tokens[1:])
+            valid[r, :n] = 1
+        feed, targets, valid = feed.to(ids.device), targets.to(ids.device), valid.to(ids.device)
+        cache = out.past_key_values
+        cache.batch_select_indices(rows)
+        cont: dict[str, Any] = {
+            "input_ids": feed,
+            "attention_mask": torch.cat([mask[rows], valid], dim=1),
+            "past_key_values": cache,
+            "use_cache": True,
+        }
+        if self._takes_positions:
+            cont["position_ids"] = mask[rows].sum(-1, keepdim=True) + torch.arange(width, device=ids.device)
+        logprobs = torch.log_softmax(self.model(**cont).logits.float(), dim=-1)
+        picked = logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        sums = torch.where(valid.bool(), picked, 0.0).sum(-1).cpu()
+        for r, (b, o) in enumerate(longer):
+            scores[b][o] += float(sums[r])
+        return scores
 
 
 __all__ = ["HFBackend", "resolve_device", "resolve_dtype"]

@@ -3,13 +3,16 @@
 By default every reply is a deterministic function of the conversation (so
 reruns and resumed runs see the same text); tests pass ``reply`` and
 ``scores`` callables to script particular behaviour, e.g. a critic that finds
-nothing to change, or a judge that always prefers option (A).
+nothing to change, or a judge that always prefers option (A). The ``scripted``
+model spec judges with :func:`longer_is_better`, so a scripted run's judge
+labels pairs.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import re
 from collections.abc import Callable, Sequence
 
 from engine.backends.base import Backend, Chat, Completion, SamplingParams, ScoreRequest
@@ -31,6 +34,28 @@ def default_reply(chat: Chat, params: SamplingParams) -> str:
 def uniform_scores(request: ScoreRequest) -> list[float]:
     """Every option equally likely."""
     return [-math.log(len(request.options))] * len(request.options)
+
+
+_QUOTED = re.compile(r"<<<RESPONSE ([AB])>>>\n(.*?)\n<<<END RESPONSE \1>>>", re.DOTALL)
+
+
+def longer_is_better(request: ScoreRequest) -> list[float]:
+    """A judge with a stable taste: of the two quoted responses, the longer one is better (ties broken by hash).
+
+    It reads the responses from the comparison prompt's ``<<<RESPONSE A>>>``
+    quotes, so its preference follows the responses, not their slots, and is
+    the same in both orders; it gives the preferred option probability 0.8.
+    Prompts it cannot read get :func:`uniform_scores`.
+    """
+    found = {m.group(1): m.group(2) for m in _QUOTED.finditer(request.chat[-1]["content"])}
+    if set(found) != {"A", "B"} or len(request.options) != 2 or found["A"] == found["B"]:
+        return uniform_scores(request)
+
+    def key(text: str) -> tuple[int, str]:
+        return len(text), hashlib.sha256(text.encode()).hexdigest()
+
+    a_wins = key(found["A"]) > key(found["B"])
+    return [math.log(0.8), math.log(0.2)] if a_wins else [math.log(0.2), math.log(0.8)]
 
 
 class ScriptedBackend(Backend):

@@ -1,0 +1,315 @@
+"""The judge's labels of a run, stored next to its trajectories.
+
+``labels.json`` records who judged and how (judge model, :class:`JudgeSettings`,
+constitution); ``labels.jsonl`` holds one :class:`Label` per trajectory, streamed
+and resumable exactly like ``trajectories.jsonl``. Labels are kept apart from
+the trajectories so that ``cai label DIR`` can judge a finished run again with
+another judge without regenerating anything: the older labels are then moved
+aside (``labels.1.jsonl``...), never overwritten.
+
+The dataset builder joins labels to trajectories by row id through
+:meth:`LabelStore.index`, which keeps only a few fields per row.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from constitution import Constitution
+from engine.feedback import (
+    DROPPED,
+    QUANTILE_NAMES,
+    Judge,
+    JudgeSettings,
+    LabelStats,
+    Preference,
+    Status,
+    judge_trajectories,
+    quantiles,
+)
+from engine.records import SCHEMA_VERSION, ConstitutionRef, Trajectory
+from engine.rundir import JsonlLog, RunDirError, atomic_write
+
+LABELS = "labels.jsonl"
+LABEL_MANIFEST = "labels.json"
+LABEL_SOURCE = "ai_judge"
+"""``label_source`` of pairs ordered by the judge."""
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LabelManifest(_Record):
+    """Who labelled a run and how; labels are resumed only under the same manifest."""
+
+    schema_version: int = SCHEMA_VERSION
+    judge: str = Field(description="The judge model as given (default, a folder, a hub id).")
+    settings: JudgeSettings
+    constitution: ConstitutionRef
+
+    def differences(self, other: LabelManifest) -> list[str]:
+        """Human-readable fields in which ``other`` differs from this manifest."""
+        mine, theirs = self.model_dump(), other.model_dump()
+        out = []
+        for key in ("judge", "constitution"):
+            if mine[key] != theirs[key]:
+                out.append(f"{key}: {_short(mine[key])} (in the folder) vs {_short(theirs[key])} (now)")
+        for key, value in mine["settings"].items():
+            if theirs["settings"].get(key) != value:
+                out.append(f"judge {key}: {value} (in the folder) vs {theirs['settings'].get(key)} (now)")
+        return out
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, dict) and "hash" in value:
+        return f"{value['id']} {value['hash'][:12]}"
+    return str(value)
+
+
+class Comparison(_Record):
+    """One judged pair of a trajectory's candidates."""
+
+    first: str
+    second: str
+    p_first: float | None
+    p_first_shown_first: float | None
+    p_first_shown_second: float | None
+    principles: list[str]
+    disagreed: bool
+    unparsed: int
+    judgments: list[dict[str, Any]] = Field(description="Per principle and order: probabilities, raw text, parse.")
+
+    @property
+    def winner(self) -> str | None:
+        """``first``, ``second``, ``tie``, or None when the pair could not be judged."""
+        if self.p_first is None:
+            return None
+        if abs(self.p_first - 0.5) <= 1e-6:
+            return "tie"
+        return "first" if self.p_first > 0.5 else "second"
+
+
+class Label(_Record):
+    """The judge's verdict on one trajectory: which candidates make its pair, or why none does."""
+
+    schema_version: int = SCHEMA_VERSION
+    id: str = Field(description="The trajectory's (prompt's) id.")
+    status: Status
+    chosen_from: str | None = Field(description="Candidate chosen: initial or revision_N.")
+    rejected_from: str | None
+    chosen_prob: float | None = Field(description="Soft label: P(chosen is better than rejected).")
+    margin: float | None = Field(description="2 * chosen_prob - 1.")
+    judge_model: str
+    principles: list[str]
+    candidates: list[str]
+    strengths: list[float | None]
+    comparisons: list[Comparison]
+
+    @classmethod
+    def of(cls, p: Preference) -> Label:
+        """The record of a :class:`Preference`."""
+        data = p.to_dict()
+        data["id"] = data.pop("row_id")
+        for key in ("chosen", "rejected"):  # the texts are in the trajectory
+            data.pop(key)
+        return cls.model_validate(data)
+
+
+class PairLabel(NamedTuple):
+    """What the dataset needs of a label (a few fields, so a 100k-row index stays small)."""
+
+    status: str
+    chosen_from: str | None
+    rejected_from: str | None
+    chosen_prob: float | None
+    margin: float | None
+    judge_model: str
+    principles: tuple[str, ...]
+
+
+class LabelTally:
+    """Label-quality statistics gathered one label at a time (see :class:`LabelStats`)."""
+
+    def __init__(self) -> None:
+        self.status: dict[str, int] = {}
+        self.revision_chosen = 0
+        self.revision_beat_initial = 0
+        self.initial_comparisons = 0
+        self.comparisons = 0
+        self.disagreements = 0
+        self.unparsed = 0
+        self.margins: list[float] = []
+
+    def add(self, label: Label) -> None:
+        """Count one label."""
+        self.status[label.status] = self.status.get(label.status, 0) + 1
+        self.revision_chosen += label.status == "labelled" and (label.chosen_from or "").startswith("revision")
+        for c in label.comparisons:
+            self.comparisons += 1
+            self.disagreements += c.disagreed
+            self.unparsed += c.unparsed
+            if c.first == "initial" and c.winner in ("first", "second"):
+                self.initial_comparisons += 1
+                self.revision_beat_initial += c.winner == "second"
+        if label.margin is not None:
+            self.margins.append(label.margin)
+
+    def stats(self) -> LabelStats:
+        """The statistics of everything counted."""
+        return LabelStats(
+            rows=sum(self.status.values()),
+            labelled=self.status.get("labelled", 0),
+            dropped={reason: self.status.get(reason, 0) for reason in DROPPED},
+            single=self.status.get("single", 0),
+            revision_chosen=self.revision_chosen,
+            revision_beat_initial=self.revision_beat_initial,
+            initial_comparisons=self.initial_comparisons,
+            comparisons=self.comparisons,
+            disagreements=self.disagreements,
+            unparsed_judgments=self.unparsed,
+            margins=dict(zip(QUANTILE_NAMES, (round(m, 4) for m in quantiles(self.margins)), strict=False)),
+        )
+
+
+class LabelStore:
+    """The labels of one run folder."""
+
+    def __init__(self, path: Path, manifest: LabelManifest) -> None:
+        self.path = path
+        self.manifest = manifest
+        self.log = JsonlLog(path / LABELS, Label, "label")
+
+    @classmethod
+    def open(cls, path: Path, manifest: LabelManifest, *, force: bool = False) -> LabelStore:
+        """Check that labels made under ``manifest`` may go into ``path`` (nothing is written yet).
+
+        Raises:
+            RunDirError: The folder holds labels from another judge or settings and ``force`` is False.
+        """
+        store = cls(path, manifest)
+        before = store.existing()
+        if before is not None and not force:
+            diffs = before.differences(manifest)
+            if diffs:
+                raise RunDirError(
+                    f"{path} holds labels made by another judge or with other settings:\n  "
+                    + "\n  ".join(diffs)
+                    + "\nPass --force to judge the run again (the old labels are kept beside, as labels.N.jsonl)."
+                )
+        return store
+
+    def existing(self) -> LabelManifest | None:
+        """The manifest of the labels already in the folder, if any."""
+        found = self.path / LABEL_MANIFEST
+        if not found.exists():
+            return None
+        try:
+            return LabelManifest.model_validate_json(found.read_text(encoding="utf-8"))
+        except (ValidationError, ValueError):
+            raise RunDirError(f"{found}: not a label manifest this version of cai can read; pass --force") from None
+
+    def begin(self) -> None:
+        """Record the manifest; labels from a different judge or settings are moved aside first."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            before = self.existing()
+        except RunDirError:
+            before = None
+            self._archive()
+        if before is not None and before.differences(self.manifest):
+            self._archive()
+        atomic_write(self.path / LABEL_MANIFEST, self.manifest.model_dump_json(indent=2) + "\n")
+
+    def _archive(self) -> None:
+        number = 1
+        while (self.path / f"labels.{number}.jsonl").exists() or (self.path / f"labels.{number}.json").exists():
+            number += 1
+        for name, suffix in ((LABELS, "jsonl"), (LABEL_MANIFEST, "json")):
+            if (self.path / name).exists():
+                os.replace(self.path / name, self.path / f"labels.{number}.{suffix}")
+
+    def done_ids(self) -> set[str]:
+        """Ids of the rows labelled already (after cutting off a torn last line)."""
+        return {label.id for label in self.rows(repair=True)}
+
+    def rows(self, *, repair: bool = False) -> Iterator[Label]:
+        """The labels written so far."""
+        return self.log.rows(repair=repair)
+
+    def append(self, preferences: Iterable[Preference]) -> None:
+        """Write labels durably."""
+        self.log.append(Label.of(p) for p in preferences)
+
+    def index(self) -> tuple[dict[str, PairLabel], LabelStats]:
+        """Every row's label, compact, and the label-quality statistics, in one pass."""
+        tally = LabelTally()
+        out: dict[str, PairLabel] = {}
+        for label in self.rows():
+            tally.add(label)
+            out[label.id] = PairLabel(
+                label.status,
+                label.chosen_from,
+                label.rejected_from,
+                label.chosen_prob,
+                label.margin,
+                label.judge_model,
+                tuple(label.principles),
+            )
+        return out, tally.stats()
+
+
+def label_rows(
+    store: LabelStore,
+    trajectories: Iterable[Trajectory],
+    judge: Judge,
+    constitution: Constitution,
+    *,
+    chunk_size: int,
+    on_chunk: Callable[[int], None] | None = None,
+) -> int:
+    """Judge the trajectories not yet labelled, a chunk at a time, each chunk written when done.
+
+    Returns:
+        How many trajectories were labelled now.
+    """
+    done = store.done_ids()
+    count = 0
+    chunk: list[Trajectory] = []
+
+    def flush() -> None:
+        nonlocal count
+        store.append(judge_trajectories(judge, chunk, constitution))
+        count += len(chunk)
+        if on_chunk is not None:
+            on_chunk(len(chunk))
+        chunk.clear()
+
+    for t in trajectories:
+        if t.id in done:
+            continue
+        chunk.append(t)
+        if len(chunk) >= chunk_size:
+            flush()
+    if chunk:
+        flush()
+    return count
+
+
+def judge_settings_summary(settings: JudgeSettings, judge: str) -> Sequence[str]:
+    """Lines for the dataset card: how the pairs were labelled."""
+    mode = "chain of thought, then the options scored" if settings.cot else "log-probabilities of (A) and (B)"
+    lines = [
+        f"- Judge model: `{judge}`; {settings.principles} principle{'s' * (settings.principles != 1)} "
+        f"sampled per pair; {mode}; both orders of every pair averaged (position bias cancels).",
+        f"- Candidates: the initial answer and every revision; pairing `{settings.pairing}`; pairs with a "
+        f"margin below {settings.min_margin} (margin = 2 * chosen_prob - 1) or tied are dropped.",
+    ]
+    if settings.cot:
+        lines.append(f"- Chain-of-thought probabilities clamped to {settings.band[0]}-{settings.band[1]}.")
+    return lines
