@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -142,12 +142,13 @@ def _features() -> dict[str, Features]:
 
 
 def save_dataset(
-    rows: Iterable[Trajectory], out: Path, labels: Mapping[str, PairLabel] | None = None
+    rows: Iterable[tuple[Trajectory, PairLabel | None]], out: Path, *, judged: bool
 ) -> tuple[Path, dict[str, int], RunStats]:
     """Build the ``preferences`` and ``sft`` splits and save them under ``out/dataset``.
 
-    ``labels`` (the judge's, by row id) decide the pairs when given; a row
-    without a label then gives no pair (it is counted as unlabelled).
+    ``rows`` are trajectories with the judge's label of each. With ``judged``
+    the labels decide the pairs, and a row without a label gives no pair (it is
+    counted as unlabelled); without, pairs are final revision over first answer.
 
     One pass over the rows streams them into Arrow files (memory stays flat
     however long the run) and counts what the card reports; the new dataset
@@ -168,12 +169,12 @@ def save_dataset(
     writers = {split: ArrowWriter(features=f, path=str(work / f"{split}.arrow")) for split, f in features.items()}
     stats = RunStats()
     try:
-        for trajectory in rows:
+        for trajectory, label in rows:
             stats.add(trajectory)
-            if labels is None:
+            if not judged:
                 pair = preference_row(trajectory)
-            elif trajectory.id in labels:
-                pair = preference_row(trajectory, labels[trajectory.id])
+            elif label is not None:
+                pair = preference_row(trajectory, label)
             else:
                 pair = None
                 stats.unlabelled += 1

@@ -30,7 +30,7 @@ from engine.config import GenerateConfig
 from engine.critique import LoopSettings, run_loop
 from engine.dataset import RunStats, save_dataset, write_card
 from engine.feedback import Judge, JudgeSettings, LabelStats, judge_trajectories
-from engine.labels import LabelManifest, LabelStore, label_rows
+from engine.labels import LabelManifest, LabelStore, LabelTally, label_rows
 from engine.prompt_sets import PromptItem, open_prompts
 from engine.records import ConstitutionRef, RunManifest
 from engine.rundir import RunDir, RunDirError, atomic_write
@@ -223,10 +223,14 @@ def build_dataset(
     run: RunDir, labels: LabelStore | None, rules: Constitution
 ) -> tuple[Path, dict[str, int], RunStats, LabelStats | None]:
     """(Re)build the dataset and card of a run folder from its trajectories and labels."""
-    index, label_stats = labels.index() if labels is not None else (None, None)
-    path, sizes, stats = save_dataset(run.rows(), run.path, index)
     judged = None
-    if labels is not None and label_stats is not None:
+    label_stats = None
+    if labels is None:
+        path, sizes, stats = save_dataset(((t, None) for t in run.rows()), run.path, judged=False)
+    else:
+        tally = LabelTally()
+        path, sizes, stats = save_dataset(labels.join(run.rows(), tally), run.path, judged=True)
+        label_stats = tally.stats()
         judged = (labels.manifest.judge, labels.manifest.settings, label_stats)
     _write_constitution(run.path, rules)
     write_card(run.path, run.manifest, stats, sizes, judged)

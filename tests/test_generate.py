@@ -24,7 +24,7 @@ from engine.config import GenerateConfig
 from engine.critique import LoopSettings, clean_revision, finds_nothing_to_change, run_loop, sample_principle
 from engine.generate import generate
 from engine.prompt_sets import PromptItem, PromptSetError
-from engine.rundir import RunDirError
+from engine.rundir import RunDir, RunDirError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -455,3 +455,22 @@ def test_sigkill_mid_run_then_rerun_gives_exactly_one_row_per_prompt(tmp_path: P
     assert sorted(ids) == [f"p{i:03d}" for i in range(60)]  # exactly one row per prompt
     assert lines[:written] == kept  # rows written before the kill are untouched
     assert summary.generated == 60 - written
+
+
+def test_labels_join_trajectories_in_any_order(tmp_path: Path) -> None:
+    from engine.labels import LabelManifest, LabelStore, LabelTally
+
+    generate(config(tmp_path, limit=5), progress=False)
+    out = tmp_path / "run"
+    store = LabelStore(out, LabelManifest.model_validate_json((out / "labels.json").read_text()))
+    lines = (out / "labels.jsonl").read_text().splitlines()
+    expected = {json.loads(line)["id"]: json.loads(line)["chosen_from"] for line in lines}
+    # Reverse the labels and drop one: every trajectory still meets its own label, or None.
+    (out / "labels.jsonl").write_text("\n".join(reversed(lines[1:])) + "\n")
+    tally = LabelTally()
+    joined = list(store.join(RunDir(out, RunDir.read_manifest(out)).rows(), tally))
+    assert [t.id for t, _ in joined] == list(expected)
+    for t, label in joined:
+        assert (label is None) == (t.id == json.loads(lines[0])["id"])
+        assert label is None or label.chosen_from == expected[t.id]
+    assert tally.stats().rows == 4
