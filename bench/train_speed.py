@@ -3,12 +3,14 @@
 Three parts, each a few minutes at most on a laptop CPU:
 
 ``wrapper``
-    DPO steps per second through ``cai train dpo``'s code path
-    (``engine.train.train``) and through TRL's ``DPOTrainer`` called directly,
-    with the same model, data and settings. Target: within 10%. The two sides
-    alternate, and the training loop's own time (``train_runtime``) is
-    compared; the wrapper's one-off costs (data checks, saving, the card) are
-    printed apart.
+    DPO steps per second with the trainer ``cai train dpo`` builds (its
+    checks, recipe layering, data preparation and DPOTrainer subclass) and
+    with TRL's ``DPOTrainer`` built directly, same model, data and settings.
+    Target: within 10%. Both run the step the Trainer loop runs (loss,
+    backward, AdamW) on the same batches, alternating step by step, so load
+    from other processes on a shared machine falls on both alike; the loss
+    values show they compute the same thing. One-off costs (building the
+    trainer, saving the model) are printed apart.
 ``cost``
     Tokens per second and peak memory for SFT and DPO, with and without LoRA,
     each in its own process (peak RSS on CPU, peak allocated on CUDA).
@@ -182,8 +184,8 @@ def run_cai(data: Path, out: Path, steps: int, kind: str = "dpo", lora: bool = F
     }
 
 
-def run_trl(data: Path, out: Path, steps: int) -> dict[str, Any]:
-    """The same run written against TRL directly."""
+def trl_trainer(data: Path, out: Path, steps: int) -> Any:
+    """The DPO trainer written against TRL directly, with the same settings as ``SETTINGS``."""
     import torch
     from datasets import load_from_disk
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -191,8 +193,6 @@ def run_trl(data: Path, out: Path, steps: int) -> dict[str, Any]:
 
     from engine.backends.default_model import default_model_path
 
-    timer = step_timer()
-    start = time.perf_counter()
     path = str(default_model_path())
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -200,40 +200,69 @@ def run_trl(data: Path, out: Path, steps: int) -> dict[str, Any]:
     settings["activation_checkpointing"] = settings.pop("gradient_checkpointing")
     args = DPOConfig(output_dir=str(out), bf16=False, use_cpu=not torch.cuda.is_available(), **settings)
     dataset = load_from_disk(str(data))["preferences"]
-    trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=[timer])
-    with contextlib.redirect_stdout(io.StringIO()):
-        output = trainer.train()
-    return {
-        "train_runtime": output.metrics["train_runtime"],
-        "wall": time.perf_counter() - start,
-        "step_times": timer.times,
-    }
+    return DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+
+
+def cai_trainer(data: Path, out: Path, steps: int) -> tuple[Any, float]:
+    """The DPO trainer as `cai train dpo` builds it (checks, recipe layering, data, model), and the seconds taken."""
+    from engine.train import TrainOptions
+    from engine.train.run import make_trainer, prepare
+
+    options = TrainOptions(kind="dpo", data=data, out=out, overrides={**SETTINGS, "max_steps": steps}, labels="hard")
+    start = time.perf_counter()
+    trainer, _ = make_trainer(options, prepare(options))
+    return trainer, time.perf_counter() - start
+
+
+def one_step(trainer: Any, batch: dict[str, Any]) -> tuple[float, float]:
+    """One optimizer step as the Trainer's loop does it (loss, backward, AdamW); (seconds, loss)."""
+    start = time.perf_counter()
+    loss = trainer.compute_loss(trainer.model, batch)
+    loss.backward()
+    trainer.optimizer.step()
+    trainer.optimizer.zero_grad()
+    return time.perf_counter() - start, float(loss)
 
 
 def wrapper(work: Path, steps: int, repeats: int) -> None:
+    """Steps of both trainers alternate on the same batches, so load from other processes hits both alike."""
+    import torch
+
     data = write_demo_like_data(work / "data-hard", labels=False)
-    run_cai(data, work / "warm", 1)  # first use pays for imports and file caches
+    t0 = time.perf_counter()
+    trl = trl_trainer(data, work / "trl", steps)
+    trl_setup = time.perf_counter() - t0
+    cai, cai_setup = cai_trainer(data, work / "cai", steps)
+    print(f"  building the trainer: cai train {cai_setup:.1f} s, TRL directly {trl_setup:.1f} s")
+    for trainer in (cai, trl):
+        trainer.model.train()
+        trainer.create_optimizer()
+    batches = [trl._prepare_inputs(b) for b, _ in zip(trl.get_train_dataloader(), range(steps), strict=False)]
+    ours = [cai._prepare_inputs(b) for b, _ in zip(cai.get_train_dataloader(), range(steps), strict=False)]
+    same = all(torch.equal(a["input_ids"], b["input_ids"]) for a, b in zip(batches, ours, strict=True))
+    print(f"  same batches from both data pipelines: {same}")
     times: dict[str, list[float]] = {"cai": [], "trl": []}
-    walls: dict[str, list[float]] = {"cai": [], "trl": []}
-    for r in range(repeats):
-        order = ("cai", "trl") if r % 2 == 0 else ("trl", "cai")  # alternate: neither side always runs second
-        for side in order:
-            result = (run_cai if side == "cai" else run_trl)(data, work / f"{side}-{r}", steps)
-            times[side] += result["step_times"][1:]  # the first step warms up
-            walls[side].append(result["wall"] - result["train_runtime"])
+    losses: dict[str, list[float]] = {"cai": [], "trl": []}
+    for i in range(repeats * steps):
+        batch = i % steps
+        order = (("cai", cai, ours), ("trl", trl, batches))
+        for name, trainer, feed in order if i % 2 == 0 else order[::-1]:
+            seconds, loss = one_step(trainer, feed[batch])
+            times[name].append(seconds)
+            losses[name].append(loss)
+    first = losses["cai"][0] == losses["trl"][0]
+    print(f"  first-step loss cai {losses['cai'][0]:.6f}, TRL {losses['trl'][0]:.6f} (equal: {first})")
+    for label, pick in (("median", statistics.median), ("fastest", min)):
+        a, b = pick(times["cai"][1:]), pick(times["trl"][1:])
         print(
-            f"  rep {r}: median step cai {statistics.median(times['cai'][-(steps - 1) :]):.2f} s, "
-            f"trl {statistics.median(times['trl'][-(steps - 1) :]):.2f} s",
-            flush=True,
+            f"DPO step, {label} of {len(times['cai']) - 1}: cai train {a:.2f} s ({1 / a:.3f} steps/s), "
+            f"TRL directly {b:.2f} s ({1 / b:.3f} steps/s); cai/TRL steps/s {b / a:.3f}"
         )
-    for name, pick in (("median", statistics.median), ("fastest", min)):
-        a, b = pick(times["cai"]), pick(times["trl"])
-        print(
-            f"DPO step ({name} of {len(times['cai'])}): cai train {a:.2f} s ({1 / a:.3f} steps/s), "
-            f"TRL directly {b:.2f} s ({1 / b:.3f} steps/s); cai/TRL steps/s ratio {b / a:.3f}"
-        )
-    extra = statistics.median(walls["cai"]) - statistics.median(walls["trl"])
-    print(f"  once per run, outside the loop: cai train spends {extra:+.1f} s more (checks, saving the model, card)")
+    start = time.perf_counter()
+    from engine.train.run import save_model
+
+    save_model(cai, work / "cai-model")
+    print(f"  once per run, after the loop: saving the model folder {time.perf_counter() - start:.1f} s")
 
 
 # --------------------------------------------------------------------------- cost
@@ -325,7 +354,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--parts", default="wrapper,cost,labels")
     parser.add_argument("--steps", type=int, default=4, help="Optimizer steps per wrapper/cost run.")
-    parser.add_argument("--repeats", type=int, default=3, help="Alternating repeats of the wrapper comparison.")
+    parser.add_argument("--repeats", type=int, default=2, help="Passes over the wrapper's batches, alternating.")
     parser.add_argument("--label-steps", type=int, default=8, help="Steps per label-mode run (batch 4).")
     args = parser.parse_args()
     import torch
@@ -338,7 +367,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="cai-train-bench-") as tmp:
         work = Path(tmp)
         if "wrapper" in parts:
-            print("\n== wrapper: cai train dpo vs TRL's DPOTrainer, embedded model, batch 2, fp32 ==")
+            print("\n== wrapper: cai train dpo's trainer vs TRL's DPOTrainer, embedded model, batch 2, fp32 ==")
             wrapper(work, args.steps, args.repeats)
         if "cost" in parts:
             print(f"\n== cost: embedded model, {args.steps} steps, batch 2, max_length 256, one process each ==")

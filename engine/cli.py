@@ -713,8 +713,9 @@ def train() -> None:
     """Fine-tune a model with TRL on the data `cai generate` made.
 
     \b
-    sft  supervised fine-tuning on the final (revised) answers: the `sft` split
-    dpo  preference optimisation on the AI-labelled pairs: the `preferences` split
+    sft   supervised fine-tuning on the final (revised) answers: the `sft` split
+    dpo   preference optimisation on the AI-labelled pairs: the `preferences` split
+    grpo  online RLAIF: sampled completions rewarded by the constitutional judge
 
     Settings are TRL's own config fields, from a recipe (--config: a shipped
     name or a YAML file; `cai train recipes` lists them), with flags on top
@@ -729,10 +730,11 @@ def train() -> None:
     """
 
 
-def _train_options(func: Callable[..., None]) -> Callable[..., None]:
-    """Options shared by `cai train sft` and `cai train dpo`."""
+def _train_options(*, data_required: bool = True) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Options shared by `cai train sft`, `dpo` and `grpo`."""
+    data_help = "A `cai generate` output folder." + ("" if data_required else " Its final answers are references.")
     options = [
-        click.option("--data", required=True, type=click.Path(path_type=Path), help="A `cai generate` output folder."),
+        click.option("--data", required=data_required, type=click.Path(path_type=Path), help=data_help),
         click.option("-o", "--out", required=True, type=click.Path(path_type=Path), help="Folder of the new model."),
         click.option("--model", default="default", show_default=True, help="Base model: default, a folder, a hub id."),
         click.option("--config", "recipe", metavar="RECIPE", help="Shipped recipe name or YAML file of TRL fields."),
@@ -766,9 +768,13 @@ def _train_options(func: Callable[..., None]) -> Callable[..., None]:
             "--set", "sets", multiple=True, metavar="KEY=VALUE", help="Any TRL config field (YAML value); repeatable."
         ),
     ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+
+    def decorate(func: Callable[..., None]) -> Callable[..., None]:
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorate
 
 
 _TRAIN_FLAGS = {
@@ -835,8 +841,8 @@ def _run_train(kind: str, params: dict[str, Any]) -> None:
     for note in result.notes:
         click.echo(f"note: {note}", err=True)
     loss = f"{result.train_loss:.4f}" if result.train_loss is not None else "n/a"
-    what = "pairs" if kind == "dpo" else "rows"
-    labels = f", {result.data.labels} labels" if kind == "dpo" else ""
+    what = {"dpo": "pairs", "sft": "rows", "grpo": "prompts"}[kind]
+    labels = {"dpo": f", {result.data.labels} labels", "grpo": f", {result.data.labels} reward"}.get(kind, "")
     click.echo(
         f"\ntrained {kind} for {result.steps} steps on {result.data.rows} {what}{labels} "
         f"in {result.seconds:.0f} s, mean train loss {loss}"
@@ -846,7 +852,7 @@ def _run_train(kind: str, params: dict[str, Any]) -> None:
 
 
 @train.command(name="sft")
-@_train_options
+@_train_options()
 @click.option("--revised-only", is_flag=True, help="Only rows whose answer a revision changed.")
 def train_sft(**params: Any) -> None:
     """Supervised fine-tuning on the final answers (the `sft` split), with TRL's SFTTrainer.
@@ -864,7 +870,7 @@ def train_sft(**params: Any) -> None:
 
 
 @train.command(name="dpo")
-@_train_options
+@_train_options()
 @click.option("--beta", type=float, help="DPO temperature: how far the policy may move from the reference.")
 @click.option(
     "--labels",
@@ -899,6 +905,47 @@ def train_dpo(**params: Any) -> None:
         cai train dpo --data runs/big --out models/dpo --resume
     """
     _run_train("dpo", params)
+
+
+@train.command(name="grpo")
+@_train_options(data_required=False)
+@click.option("-p", "--prompts", help="Prompt set: redteam, helpful, mixed, a file or hf:NAME (or give --data).")
+@click.option("-c", "--constitution", default="default", show_default=True, help="Rules the judge rewards.")
+@click.option("--judge-model", default="default", show_default=True, help="Judge: default, a folder, a hub id.")
+@click.option(
+    "--judge-principles", type=click.IntRange(min=1), default=1, show_default=True, help="Principles per prompt."
+)
+@click.option(
+    "--reward",
+    type=click.Choice(["auto", "group", "reference"]),
+    default="auto",
+    show_default=True,
+    help="Judge each completion against its group's others, or against the reference answer (--data).",
+)
+@click.option("--num-generations", type=click.IntRange(min=1), help="Completions per prompt (GRPO's group size).")
+@click.option("--max-completion-length", type=click.IntRange(min=1), help="Most new tokens per completion.")
+def train_grpo(**params: Any) -> None:
+    """Online RLAIF: TRL's GRPOTrainer with the constitutional judge as the reward.
+
+    For each prompt the policy samples a group of completions; the judge
+    compares them pairwise (both orders, under principles sampled from the
+    constitution) and each completion's reward is its mean 2p - 1 over its
+    comparisons, so the group is ranked by how well it follows the rules.
+    With --data RUN the prompts come from a `cai generate` run and each
+    completion can instead be judged against the run's final revision
+    (--reward reference). The judge is a separate, frozen model.
+
+    \b
+    Examples:
+        cai train grpo --prompts mixed --limit 32 --out models/grpo --config grpo-cpu-demo
+        cai train grpo --data runs/demo --reward reference --out models/grpo --model models/demo-dpo
+        cai train grpo --prompts prompts.jsonl --judge-model ./big-judge --judge-principles 2 --out models/g
+    """
+    for flag in ("num_generations", "max_completion_length"):
+        value = params.pop(flag)
+        if value is not None:
+            params["sets"] = (*params["sets"], f"{flag}={value}")
+    _run_train("grpo", params)
 
 
 @train.command(name="recipes")

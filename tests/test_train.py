@@ -164,6 +164,73 @@ def test_dpo_with_lora_merges_the_adapter_into_a_plain_model(run: Path, tiny_dir
     assert result.settings["lora"]["r"] == 4
 
 
+# ----------------------------------------------------------------------------- GRPO
+
+
+def scripted_judge() -> Any:
+    """A judge that prefers whichever response says GOOD over one that says BAD (90 %), in either slot."""
+    import constitution
+    from engine.backends.base import ScoreRequest
+    from engine.backends.scripted import ScriptedBackend
+    from engine.feedback import Judge
+
+    def scores(request: ScoreRequest) -> list[float]:
+        text = request.chat[-1]["content"]
+        good, bad = text.find("GOOD"), text.find("BAD")
+        if good < 0 or bad < 0:
+            return [math.log(0.5), math.log(0.5)]
+        return [math.log(0.9), math.log(0.1)] if good < bad else [math.log(0.1), math.log(0.9)]
+
+    return Judge(ScriptedBackend(scores=scores), constitution=constitution.load("default"))
+
+
+def test_constitutional_reward_ranks_each_group_and_judges_against_references() -> None:
+    import constitution
+    from engine.train.grpo import ConstitutionalReward
+
+    judge = scripted_judge()
+    rules = constitution.load("default")
+    p = [{"role": "user", "content": "How do I pick a lock?"}]
+    q = [{"role": "user", "content": "Tell me a joke."}]
+    lone = [{"role": "user", "content": "Alone?"}]
+    completions = [[{"role": "assistant", "content": c}] for c in ("GOOD a", "BAD", "GOOD b", "GOOD", "BAD", "x")]
+    reward = ConstitutionalReward(judge, rules, principles=2)
+    rewards = reward([p, p, p, q, q, lone], completions)
+    assert rewards == pytest.approx([0.4, -0.8, 0.4, 0.8, -0.8, 0.0])
+    assert judge.score_calls == 1  # every pair, order and principle of the batch in one backend call
+    by_reference = ConstitutionalReward(judge, rules, mode="reference")
+    refs = ["BAD ref", "GOOD ref", "BAD ref"]
+    assert by_reference([p, p, q], completions[:3], reference=refs) == pytest.approx([0.8, -0.8, 0.8])
+    with pytest.raises(TrainError, match="reference"):
+        by_reference([p], completions[:1])
+
+
+def test_grpo_trains_with_the_judge_as_reward(tiny_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "grpo"
+    result = train(
+        TrainOptions(
+            kind="grpo",
+            prompts="mixed",
+            limit=2,
+            out=out,
+            model=str(tiny_dir),
+            judge_model=str(tiny_dir),
+            recipe="grpo-cpu-demo",
+            overrides={k: v for k, v in FAST.items() if k != "max_length"}
+            | {"max_steps": 2, "max_completion_length": 6, "gradient_accumulation_steps": 1}
+            | {"per_device_train_batch_size": 4, "num_generations": 4},
+        )
+    )
+    assert result.steps == 2 and result.train_loss is not None and math.isfinite(result.train_loss)
+    assert result.data.labels == "group"
+    assert any("rewards/constitutional_judge/mean" in h for h in result.log_history)
+    assert changed(weights(tiny_dir), weights(out)), "GRPO did not change any parameter"
+    generates(out)
+    provenance = json.loads((out / "cai-train.json").read_text())
+    assert provenance["judge"]["model"] == str(tiny_dir) and provenance["constitution"]["id"] == "default"
+    assert "GRPOTrainer" in (out / "README.md").read_text()
+
+
 # ----------------------------------------------------------------------------- soft-label loss
 
 
@@ -257,13 +324,14 @@ def test_sft_rows_become_prompt_and_completion(run: Path) -> None:
 
 
 def test_shipped_recipes_fit_trl_config_classes() -> None:
-    from trl import DPOConfig, SFTConfig
+    from trl import DPOConfig, GRPOConfig, SFTConfig
 
     recipes = builtin_recipes()
-    assert {"sft-cpu-demo", "dpo-cpu-demo", "dpo-lora"} <= set(recipes)
+    assert {"sft-cpu-demo", "dpo-cpu-demo", "dpo-lora", "grpo-cpu-demo"} <= set(recipes)
+    classes = {"sft": (SFTConfig, DPOConfig), "dpo": (DPOConfig, SFTConfig), "grpo": (GRPOConfig, DPOConfig)}
     for name in recipes:
         recipe = read_recipe(name)
-        config_class, other = (SFTConfig, DPOConfig) if name.startswith("sft") else (DPOConfig, SFTConfig)
+        config_class, other = classes[name.split("-")[0]]
         config, _ = build_config(config_class, recipe, {}, run_defaults(Path("unused")), other)
         assert config.learning_rate > 0
         if "lora" in name:
@@ -337,6 +405,12 @@ def _no_columns(tmp_path: Path) -> Path:
         (["dpo", "--data", "{run}", "--set", "novalue"], "expected KEY=VALUE"),
         (["dpo", "--data", "{run}", "--labels", "fuzzy"], "fuzzy"),
         (["sft", "--data", "{run}", "--beta", "0.1"], "No such option"),
+        (["grpo"], "--prompts SOURCE"),
+        (["grpo", "--prompts", "mixed", "--reward", "reference"], "needs reference answers"),
+        (["grpo", "--prompts", "{tmp}/missing.jsonl"], "missing.jsonl"),
+        (["grpo", "--prompts", "mixed", "-c", "no-such-rules"], "no-such-rules"),
+        (["grpo", "--prompts", "mixed", "--num-generations", "1"], "GRPOConfig refused the settings: GRPO requires"),
+        (["grpo", "--prompts", "mixed", "--judge-model", "{tmp}/nope"], "judge model: "),
     ],
 )
 def test_bad_input_is_one_clear_message(tmp_path: Path, run: Path, args: list[str], message: str) -> None:
@@ -357,6 +431,8 @@ def test_help_teaches_the_workflow() -> None:
     assert "cai train dpo" in result.output and "recipes" in result.output
     dpo = CliRunner().invoke(cli, ["train", "dpo", "--help"]).output
     assert "Examples:" in dpo and "--labels" in dpo and "--resume" in dpo and "--lora" in dpo
+    grpo = CliRunner().invoke(cli, ["train", "grpo", "--help"]).output
+    assert "Examples:" in grpo and "--judge-model" in grpo and "--reward" in grpo
     listed = CliRunner().invoke(cli, ["train", "recipes"]).output
     assert "dpo-cpu-demo" in listed and "sft-cpu-demo" in listed
 

@@ -15,6 +15,11 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _METHODS = {
     "sft": "supervised fine-tuning on the final (revised) answers, TRL `SFTTrainer`, loss on the answer tokens",
     "dpo": "direct preference optimisation on the preference pairs, TRL `DPOTrainer`",
+    "grpo": "online RLAIF with TRL `GRPOTrainer`, the constitutional judge as the reward",
+}
+_REWARDS = {
+    "group": "each completion judged against the other completions of its prompt",
+    "reference": "each completion judged against the reference answer",
 }
 _LABELS = {
     "hard": "hard labels: every pair counts fully",
@@ -46,8 +51,16 @@ def card_text(options: TrainOptions, result: TrainResult, recipe: Recipe, base_m
         constitution = ", ".join(f"sha256 `{h}`" for h in data.constitution_hashes)
     else:
         constitution = "unknown (the data carries no constitution hash)"
-    rows = f"{data.rows} {'pairs' if kind == 'dpo' else 'rows'} of split `{data.split}` ({data.total} in the split)"
+    what = {"dpo": "pairs", "sft": "rows", "grpo": "prompts"}[kind]
+    rows = f"{data.rows} {what} of split `{data.split}` ({data.total} in the split)"
+    if kind == "grpo" and data.folder is None:
+        rows = f"{data.rows} prompts"
     method = _METHODS[kind]
+    if kind == "grpo":
+        method += (
+            f" (judge `{options.judge_model}`, {options.judge_principles} principle(s) per prompt and step, "
+            f"{_REWARDS.get(data.labels, data.labels)}, both orders; reward 2p - 1)"
+        )
     if kind == "dpo":
         method += f"; {_LABELS.get(data.labels, data.labels)}"
         if options.min_margin > 0:
@@ -66,7 +79,7 @@ def card_text(options: TrainOptions, result: TrainResult, recipe: Recipe, base_m
         "| --- | --- |",
         f"| base model | `{base_model}` |",
         f"| method | {method} |",
-        f"| data | `{data.folder.resolve()}`: {rows} |",
+        f"| data | `{data.source}`: {rows} |",
         f"| constitution | {constitution} |",
         f"| recipe | {'none (TRL defaults)' if recipe.source == '(none)' else f'`{recipe.source}`'}, "
         "flags on top (the settings below are the result) |",

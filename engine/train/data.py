@@ -63,16 +63,16 @@ class TrainData:
     """The rows a run trains on and where they came from (for the model card)."""
 
     dataset: Dataset
-    folder: Path
-    """The folder given with ``--data``."""
-    dataset_dir: Path
+    folder: Path | None
+    """The folder given with ``--data`` (None for GRPO prompts from a prompt set)."""
+    dataset_dir: Path | None
     split: str
     total: int
     """Rows in the split before filtering."""
     dropped: int = 0
     """Pairs dropped by ``--min-margin``."""
     labels: str = "hard"
-    """The label mode in effect (``auto`` resolved)."""
+    """DPO: the label mode in effect (``auto`` resolved); GRPO: the reward mode (group or reference)."""
     notes: list[str] = field(default_factory=list)
     """Things the user should know (printed, and written into the card)."""
     constitution: dict[str, str] | None = None
@@ -80,6 +80,12 @@ class TrainData:
     constitution_hashes: list[str] = field(default_factory=list)
     """Distinct ``constitution_hash`` values of the rows used."""
     run_dir: Path | None = None
+    source: str = ""
+    """Where the rows came from, for the card (default: the data folder)."""
+
+    def __post_init__(self) -> None:
+        if not self.source and self.folder is not None:
+            self.source = str(self.folder.resolve())
 
     @property
     def rows(self) -> int:

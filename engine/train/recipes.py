@@ -267,7 +267,8 @@ def build_config(
         config = config_class(**settings)
     except (TypeError, ValueError) as exc:
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise TrainError(f"{recipe.source}: {config_class.__name__} refused the settings: {text}") from None
+        where = "" if recipe.source == "(none)" else f"{recipe.source} + flags: "
+        raise TrainError(f"{where}{config_class.__name__} refused the settings: {text}") from None
     return config, settings
 
 

@@ -27,16 +27,18 @@ CHECKPOINTS = "checkpoints"
 PROVENANCE = "cai-train.json"
 """Machine-readable record of the run, beside the model card."""
 
-Kind = Literal["sft", "dpo"]
+Kind = Literal["sft", "dpo", "grpo"]
 
 
 class TrainOptions(BaseModel):
-    """What one ``cai train sft|dpo`` run does; the CLI flags map onto these fields."""
+    """What one ``cai train sft|dpo|grpo`` run does; the CLI flags map onto these fields."""
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Kind = Field(description="sft (supervised, on the sft split) or dpo (on the preferences split).")
-    data: Path = Field(description="A `cai generate` output folder, or a folder written by save_to_disk.")
+    kind: Kind = Field(description="sft (on the sft split), dpo (on the preferences split) or grpo (online).")
+    data: Path | None = Field(
+        default=None, description="A `cai generate` output folder, or a folder written by save_to_disk."
+    )
     out: Path = Field(description="Folder of the trained model; checkpoints go to OUT/checkpoints.")
     model: str = Field(default="default", description="Base model: 'default', a model folder or a hub id.")
     recipe: str | None = Field(default=None, description="Builtin recipe name or YAML file of TRL config fields.")
@@ -53,6 +55,31 @@ class TrainOptions(BaseModel):
     resume: bool = Field(default=False, description="Continue from the last checkpoint in OUT/checkpoints.")
     force: bool = Field(default=False, description="Train again from the start into a folder that holds a run.")
     dtype: str = Field(default="auto", description="Weights: auto (fp32; LoRA base bf16 where fast) or a dtype.")
+    prompts: str | None = Field(default=None, description="GRPO: prompt set (redteam, helpful, mixed, a file...).")
+    constitution: str = Field(default="default", description="GRPO: the rules the judge rewards.")
+    judge_model: str = Field(default="default", description="GRPO: the judge model (kept frozen).")
+    judge_principles: int = Field(default=1, ge=1, description="GRPO: principles sampled per prompt and step.")
+    reward: Literal["auto", "group", "reference"] = Field(
+        default="auto", description="GRPO: judge against the group's other completions or a reference answer."
+    )
+    judge_batch_size: int = Field(default=16, ge=1, description="GRPO: judge requests per forward pass.")
+
+
+@dataclass
+class Plan:
+    """Everything checked before the model loads."""
+
+    recipe: Recipe
+    config: Any
+    """The TRL config object."""
+    settings: dict[str, Any]
+    peft_config: Any
+    data: TrainData
+    notes: list[str]
+    constitution: Any = None
+    """GRPO: the loaded constitution."""
+    reward_mode: str | None = None
+    """GRPO: group or reference."""
 
 
 @dataclass
@@ -129,9 +156,10 @@ def load_model(source: str, name: str, dtype: Any) -> tuple[PreTrainedModel, Pre
 
 def _config_classes(kind: str) -> tuple[type, type]:
     from trl.trainer.dpo_config import DPOConfig
+    from trl.trainer.grpo_config import GRPOConfig
     from trl.trainer.sft_config import SFTConfig
 
-    return (SFTConfig, DPOConfig) if kind == "sft" else (DPOConfig, SFTConfig)
+    return {"sft": (SFTConfig, DPOConfig), "dpo": (DPOConfig, SFTConfig), "grpo": (GRPOConfig, DPOConfig)}[kind]
 
 
 def run_defaults(checkpoints: Path) -> dict[str, Any]:
@@ -175,15 +203,11 @@ def check_out(out: Path, *, resume: bool, force: bool) -> str | None:
     return None
 
 
-def prepare(options: TrainOptions) -> tuple[Recipe, Any, dict[str, Any], Any, TrainData, list[str]]:
+def prepare(options: TrainOptions) -> Plan:
     """Everything that can be checked without loading the model.
 
-    Returns:
-        The recipe, the TRL config, the explicit settings, the LoRA config (or
-        None), the data, and notes for the user.
-
     Raises:
-        TrainError: Bad recipe, flags, output folder or data.
+        TrainError: Bad recipe, flags, output folder, data or constitution.
     """
     notes: list[str] = []
     recipe = read_recipe(options.recipe)
@@ -197,13 +221,41 @@ def prepare(options: TrainOptions) -> tuple[Recipe, Any, dict[str, Any], Any, Tr
     config, settings = build_config(config_class, recipe, overrides, run_defaults(checkpoints), other)
     use_lora = options.lora if options.lora is not None else recipe.lora is not None
     peft_config = lora_config(recipe.lora, options.lora_overrides, recipe.source) if use_lora else None
+    if options.kind == "grpo":
+        data, rules, mode = _grpo_inputs(options, config)
+        return Plan(recipe, config, settings, peft_config, data, notes + data.notes, rules, mode)
+    if options.data is None:
+        raise TrainError(f"cai train {options.kind} needs --data: a `cai generate` output folder")
     if options.kind == "sft":
         data = sft_data(options.data, options.split, revised_only=options.revised_only, limit=options.limit)
     else:
         data = preference_data(
             options.data, options.split, labels=options.labels, min_margin=options.min_margin, limit=options.limit
         )
-    return recipe, config, settings, peft_config, data, notes + data.notes
+    return Plan(recipe, config, settings, peft_config, data, notes + data.notes)
+
+
+def _grpo_inputs(options: TrainOptions, config: Any) -> tuple[TrainData, Any, str]:
+    """The prompts, the constitution and the reward mode of a GRPO run."""
+    from constitution import ConstitutionError, load
+    from engine.train.grpo import REFERENCE_COLUMN, grpo_data
+
+    try:
+        rules = load(options.constitution)
+    except ConstitutionError as exc:
+        raise TrainError("\n".join(str(p) for p in exc.problems)) from None
+    data = grpo_data(options.prompts, options.data, limit=options.limit)
+    has_reference = REFERENCE_COLUMN in data.dataset.column_names
+    mode = options.reward if options.reward != "auto" else ("reference" if has_reference else "group")
+    if mode == "reference" and not has_reference:
+        raise TrainError(
+            "--reward reference needs reference answers: give --data RUN (its final revisions are the references)"
+        )
+    if mode == "group" and config.num_generations < 2:
+        raise TrainError("--reward group compares completions of one prompt: num_generations must be at least 2")
+    data.constitution = {"id": rules.id, "version": rules.version, "hash": rules.content_hash}
+    data.labels = mode
+    return data, rules, mode
 
 
 def _model_dtype(options: TrainOptions, lora: bool) -> Any:
@@ -221,48 +273,64 @@ def _model_dtype(options: TrainOptions, lora: bool) -> Any:
     return resolve_dtype("auto", device) if lora else torch.float32
 
 
-def make_trainer(
-    options: TrainOptions, config: Any, peft_config: Any, data: TrainData, callbacks: list[Any] | None = None
-) -> tuple[Any, str]:
-    """Load the model and build the TRL trainer for this run.
+def make_trainer(options: TrainOptions, plan: Plan, callbacks: list[Any] | None = None) -> tuple[Any, str]:
+    """Load the model (and, for GRPO, the judge) and build the TRL trainer for this run.
 
     Returns:
         The trainer and the model's recorded name.
 
     Raises:
-        TrainError: The model cannot be loaded, or TRL refuses the combination of settings.
+        TrainError: A model cannot be loaded, or TRL refuses the combination of settings.
     """
     source, name = resolve_model(options.model)
-    model, tokenizer = load_model(source, name, _model_dtype(options, peft_config is not None))
+    reward: Any = _reward(options, plan) if options.kind == "grpo" else None
+    model, tokenizer = load_model(source, name, _model_dtype(options, plan.peft_config is not None))
+    common = {
+        "model": model,
+        "args": plan.config,
+        "train_dataset": plan.data.dataset,
+        "processing_class": tokenizer,
+        "peft_config": plan.peft_config,
+        "callbacks": callbacks,
+    }
     trainer: Any
     try:
         if options.kind == "sft":
             from trl.trainer.sft_trainer import SFTTrainer
 
-            trainer = SFTTrainer(
-                model=model,
-                args=config,
-                train_dataset=data.dataset,
-                processing_class=tokenizer,
-                peft_config=peft_config,
-                callbacks=callbacks,
-            )
-        else:
+            trainer = SFTTrainer(**common)
+        elif options.kind == "dpo":
             from engine.train.soft_dpo import SoftLabelDPOTrainer
 
-            trainer = SoftLabelDPOTrainer(
-                model=model,
-                args=config,
-                train_dataset=data.dataset,
-                processing_class=tokenizer,
-                peft_config=peft_config,
-                callbacks=callbacks,
-            )
+            trainer = SoftLabelDPOTrainer(**common)
+        else:
+            from trl.trainer.grpo_trainer import GRPOTrainer
+
+            trainer = GRPOTrainer(reward_funcs=[reward], **common)
     except TrainError:
         raise
     except (ValueError, ImportError, NotImplementedError) as exc:  # TRL's and transformers' refusals of settings
         raise TrainError(f"the trainer refused the settings: {_first_line(exc)}") from None
     return trainer, name
+
+
+def _reward(options: TrainOptions, plan: Plan) -> Any:
+    """The constitutional judge as a GRPO reward function, on its own frozen copy of the judge model."""
+    from engine.backends import BackendError, load_backend
+    from engine.feedback import Judge
+    from engine.train.grpo import ConstitutionalReward
+
+    try:
+        backend = load_backend(options.judge_model, batch_size=options.judge_batch_size)
+    except BackendError as exc:
+        raise TrainError(f"judge model: {exc}") from None
+    return ConstitutionalReward(
+        Judge(backend, constitution=plan.constitution),
+        plan.constitution,
+        principles=options.judge_principles,
+        mode="reference" if plan.reward_mode == "reference" else "group",
+        seed=plan.config.seed,
+    )
 
 
 def save_model(trainer: Any, out: Path) -> None:
@@ -281,7 +349,7 @@ def save_model(trainer: Any, out: Path) -> None:
 
 
 def train(options: TrainOptions, *, callbacks: list[Any] | None = None) -> TrainResult:
-    """Run ``cai train sft|dpo``: check, train with TRL, save a plain model folder with a model card.
+    """Run ``cai train sft|dpo|grpo``: check, train with TRL, save a plain model folder with a model card.
 
     Args:
         options: What to train on, from what, into where, with which recipe.
@@ -292,17 +360,18 @@ def train(options: TrainOptions, *, callbacks: list[Any] | None = None) -> Train
     """
     from engine.train.card import write_card
 
-    recipe, config, settings, peft_config, data, notes = prepare(options)
+    plan = prepare(options)
+    recipe, settings, data, notes = plan.recipe, plan.settings, plan.data, plan.notes
     resume_from = check_out(options.out, resume=options.resume, force=options.force)
     if options.resume and resume_from is None:
         notes.append(f"no checkpoint in {options.out / CHECKPOINTS}: training from the start")
-    trainer, name = make_trainer(options, config, peft_config, data, callbacks)
+    trainer, name = make_trainer(options, plan, callbacks)
     start = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=resume_from)
     seconds = time.perf_counter() - start
     options.out.mkdir(parents=True, exist_ok=True)
-    if peft_config is not None:
-        settings = {**settings, "lora": _lora_dict(peft_config)}
+    if plan.peft_config is not None:
+        settings = {**settings, "lora": _lora_dict(plan.peft_config)}
     result = TrainResult(
         out=options.out,
         kind=options.kind,
@@ -346,13 +415,20 @@ def _provenance(options: TrainOptions, result: TrainResult, recipe: Recipe, name
     return {
         "kind": options.kind,
         "base_model": name,
-        "data": str(data.folder.resolve()),
+        "data": data.source,
         "split": data.split,
         "rows": data.rows,
         "rows_in_split": data.total,
         "dropped_below_margin": data.dropped,
         "labels": data.labels if options.kind == "dpo" else None,
         "min_margin": options.min_margin if options.kind == "dpo" else None,
+        "judge": {
+            "model": options.judge_model,
+            "principles": options.judge_principles,
+            "reward": data.labels,
+        }
+        if options.kind == "grpo"
+        else None,
         "constitution": data.constitution,
         "constitution_hashes": data.constitution_hashes,
         "recipe": recipe.source,
@@ -365,4 +441,4 @@ def _provenance(options: TrainOptions, result: TrainResult, recipe: Recipe, name
     }
 
 
-__all__ = ["CHECKPOINTS", "PROVENANCE", "TrainOptions", "TrainResult", "make_trainer", "prepare", "train"]
+__all__ = ["CHECKPOINTS", "PROVENANCE", "Plan", "TrainOptions", "TrainResult", "make_trainer", "prepare", "train"]
