@@ -405,6 +405,7 @@ def _no_columns(tmp_path: Path) -> Path:
         (["dpo", "--data", "{run}", "--set", "novalue"], "expected KEY=VALUE"),
         (["dpo", "--data", "{run}", "--labels", "fuzzy"], "fuzzy"),
         (["sft", "--data", "{run}", "--beta", "0.1"], "No such option"),
+        (["dpo", "--data", "{run}", "--report-to", "tensorbored"], "report_to: unknown tensorbored"),
         (["grpo"], "--prompts SOURCE"),
         (["grpo", "--prompts", "mixed", "--reward", "reference"], "needs reference answers"),
         (["grpo", "--prompts", "{tmp}/missing.jsonl"], "missing.jsonl"),
@@ -423,6 +424,16 @@ def test_bad_input_is_one_clear_message(tmp_path: Path, run: Path, args: list[st
     assert "Traceback" not in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_reporting_integration_that_is_not_installed_is_one_message(run: Path, tmp_path: Path) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("clearml") is not None:
+        pytest.skip("clearml is installed here")
+    argv = ["train", "sft", "--data", str(run), "--out", str(tmp_path / "out"), "--report-to", "clearml"]
+    result = CliRunner().invoke(cli, argv)
+    assert result.exit_code == 1 and "report_to clearml: not installed; pip install clearml" in result.output
 
 
 def test_help_teaches_the_workflow() -> None:

@@ -219,6 +219,7 @@ def prepare(options: TrainOptions) -> Plan:
     config_class, other = _config_classes(options.kind)
     checkpoints = options.out / CHECKPOINTS
     config, settings = build_config(config_class, recipe, overrides, run_defaults(checkpoints), other)
+    _check_reporting(config.report_to)
     use_lora = options.lora if options.lora is not None else recipe.lora is not None
     peft_config = lora_config(recipe.lora, options.lora_overrides, recipe.source) if use_lora else None
     if options.kind == "grpo":
@@ -233,6 +234,24 @@ def prepare(options: TrainOptions) -> Plan:
             options.data, options.split, labels=options.labels, min_margin=options.min_margin, limit=options.limit
         )
     return Plan(recipe, config, settings, peft_config, data, notes + data.notes)
+
+
+def _check_reporting(report_to: Any) -> None:
+    """Refuse a ``report_to`` integration that is not installed (transformers would fail later, with a traceback)."""
+    from transformers.integrations.integration_utils import (
+        INTEGRATION_TO_CALLBACK,
+        get_available_reporting_integrations,
+    )
+
+    wanted = [report_to] if isinstance(report_to, str) else list(report_to or [])
+    wanted = [w for w in wanted if w not in ("none", "all")]
+    unknown = [w for w in wanted if w not in INTEGRATION_TO_CALLBACK]
+    if unknown:
+        raise TrainError(f"report_to: unknown {', '.join(unknown)}; use one of {', '.join(INTEGRATION_TO_CALLBACK)}")
+    available = set(get_available_reporting_integrations())  # type: ignore[no-untyped-call]
+    missing = [w for w in wanted if w not in available]
+    if missing:
+        raise TrainError(f"report_to {', '.join(missing)}: not installed; pip install {' '.join(missing)}")
 
 
 def _grpo_inputs(options: TrainOptions, config: Any) -> tuple[TrainData, Any, str]:
