@@ -99,3 +99,17 @@ def test_code_is_lint_clean_and_typed() -> None:
     ):
         run = subprocess.run([sys.executable, "-m", *command], capture_output=True, text=True, cwd=ROOT)
         assert run.returncode == 0, f"{' '.join(command)} failed:\n{run.stdout}\n{run.stderr}"
+
+
+def test_every_python_package_is_listed_for_the_wheel() -> None:
+    """A subpackage missing from pyproject's ``packages`` is silently left out of a normal (non-editable) install."""
+    import tomllib
+
+    root = Path(__file__).resolve().parent.parent
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {
+        ".".join(init.parent.relative_to(root).parts)
+        for top in ("constitution", "engine", "principles")
+        for init in (root / top).rglob("__init__.py")
+    }
+    assert found == listed
