@@ -317,6 +317,35 @@ def tags() -> None:
             click.echo(f"  {tag:<22} {text}")
 
 
+def _judge_options(func: Callable[..., None]) -> Callable[..., None]:
+    """How the judge labels pairs: options shared by `cai generate` and `cai label`."""
+    options = [
+        click.option("--judge-principles", type=int, default=1, show_default=True, help="Principles per judged pair."),
+        click.option("--judge-cot", is_flag=True, help="The judge reasons before answering (probabilities clamped)."),
+        click.option(
+            "--judge-band",
+            type=float,
+            nargs=2,
+            default=(0.4, 0.6),
+            show_default=True,
+            help="Clamp band for --judge-cot.",
+        ),
+        click.option(
+            "--min-margin", type=float, default=0.02, show_default=True, help="Drop pairs with a smaller margin."
+        ),
+        click.option(
+            "--pairing",
+            type=click.Choice(["best-worst", "final-initial"]),
+            default="best-worst",
+            show_default=True,
+            help="Which candidates the judge compares.",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 @cli.command()
 @click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), help="Output folder (required).")
 @click.option("--model", default="default", show_default=True, help="Policy model: default, a folder or a hub id.")
@@ -348,19 +377,7 @@ def tags() -> None:
     help="Label pairs with the AI-feedback judge; --no-judge assumes the final revision is better.",
 )
 @click.option("--judge-model", help="Judge model (default: the policy).")
-@click.option("--judge-principles", type=int, default=1, show_default=True, help="Principles per judged pair.")
-@click.option("--judge-cot", is_flag=True, help="The judge reasons before answering (probabilities clamped).")
-@click.option(
-    "--judge-band", type=float, nargs=2, default=(0.4, 0.6), show_default=True, help="Clamp band for --judge-cot."
-)
-@click.option("--min-margin", type=float, default=0.02, show_default=True, help="Drop pairs with a smaller margin.")
-@click.option(
-    "--pairing",
-    type=click.Choice(["best-worst", "final-initial"]),
-    default="best-worst",
-    show_default=True,
-    help="Which candidates the judge compares.",
-)
+@_judge_options
 @click.option("--force", is_flag=True, help="Add rows to a folder that holds a run with other settings.")
 @click.option("--push-to-hub", metavar="REPO", help="Also push the dataset to the Hugging Face hub.")
 @click.option(
@@ -430,19 +447,7 @@ def generate(ctx: click.Context, /, config_file: Path | None, **_: object) -> No
 @click.argument("run_dir", metavar="DIR", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--judge-model", help="Judge model (default: the run's policy model).")
 @click.option("-c", "--constitution", help="Principles to judge under (default: the run's constitution.yaml).")
-@click.option("--judge-principles", type=int, default=1, show_default=True, help="Principles per judged pair.")
-@click.option("--judge-cot", is_flag=True, help="The judge reasons before answering (probabilities clamped).")
-@click.option(
-    "--judge-band", type=float, nargs=2, default=(0.4, 0.6), show_default=True, help="Clamp band for --judge-cot."
-)
-@click.option("--min-margin", type=float, default=0.02, show_default=True, help="Drop pairs with a smaller margin.")
-@click.option(
-    "--pairing",
-    type=click.Choice(["best-worst", "final-initial"]),
-    default="best-worst",
-    show_default=True,
-    help="Which candidates the judge compares.",
-)
+@_judge_options
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the judge's principle sampling.")
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Requests per forward pass.")
 @click.option("--chunk-size", type=int, default=64, show_default=True, help="Rows labelled (and saved) together.")

@@ -75,8 +75,9 @@ import math
 import random
 import re
 import time
+from array import array
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -619,24 +620,15 @@ class LabelStats:
     @classmethod
     def of(cls, preferences: Sequence[Preference]) -> LabelStats:
         """Statistics of a labelling run's results."""
-        status = Counter(p.status for p in preferences)
-        revision_chosen = sum(p.labelled and (p.chosen_from or "").startswith("revision") for p in preferences)
-        judged = [r for p in preferences for _, _, r in p.comparisons]
-        versus = [r for p in preferences for i, _, r in p.comparisons if i == 0 and r.winner in ("first", "second")]
-        margins = [p.margin for p in preferences if p.margin is not None]
-        return cls(
-            rows=len(preferences),
-            labelled=status["labelled"],
-            dropped={reason: status[reason] for reason in DROPPED},
-            single=status["single"],
-            revision_chosen=revision_chosen,
-            revision_beat_initial=sum(r.winner == "second" for r in versus),
-            initial_comparisons=len(versus),
-            comparisons=len(judged),
-            disagreements=sum(r.disagreed for r in judged),
-            unparsed_judgments=sum(r.unparsed for r in judged),
-            margins=dict(zip(QUANTILE_NAMES, (round(m, 4) for m in quantiles(margins)), strict=False)),
-        )
+        tally = LabelTally()
+        for p in preferences:
+            tally.add(
+                p.status,
+                p.chosen_from,
+                p.margin,
+                ((i == 0, r.winner, r.disagreed, r.unparsed) for i, _, r in p.comparisons),
+            )
+        return tally.stats()
 
     @property
     def pairs(self) -> int:
@@ -685,6 +677,57 @@ class LabelStats:
                 + (f"; {self.unparsed_judgments} judgments unparsed" if self.unparsed_judgments else ""),
                 f"  margin: {margins}",
             ]
+        )
+
+
+class LabelTally:
+    """Label-quality counts gathered one labelled row at a time, so a run of any length streams through."""
+
+    def __init__(self) -> None:
+        self.status: Counter[str] = Counter()
+        self.revision_chosen = 0
+        self.revision_beat_initial = 0
+        self.initial_comparisons = 0
+        self.comparisons = 0
+        self.disagreements = 0
+        self.unparsed = 0
+        self.margins = array("d")
+
+    def add(
+        self,
+        status: str,
+        chosen_from: str | None,
+        margin: float | None,
+        comparisons: Iterable[tuple[bool, str | None, bool, int]],
+    ) -> None:
+        """Count one row: its status, chosen candidate, margin, and each comparison as
+        (first candidate is the initial answer, winner, orders disagreed, unparsed judgments)."""
+        self.status[status] += 1
+        self.revision_chosen += status == "labelled" and (chosen_from or "").startswith("revision")
+        for against_initial, winner, disagreed, unparsed in comparisons:
+            self.comparisons += 1
+            self.disagreements += disagreed
+            self.unparsed += unparsed
+            if against_initial and winner in ("first", "second"):
+                self.initial_comparisons += 1
+                self.revision_beat_initial += winner == "second"
+        if margin is not None:
+            self.margins.append(margin)
+
+    def stats(self) -> LabelStats:
+        """The statistics of everything counted."""
+        return LabelStats(
+            rows=sum(self.status.values()),
+            labelled=self.status["labelled"],
+            dropped={reason: self.status[reason] for reason in DROPPED},
+            single=self.status["single"],
+            revision_chosen=self.revision_chosen,
+            revision_beat_initial=self.revision_beat_initial,
+            initial_comparisons=self.initial_comparisons,
+            comparisons=self.comparisons,
+            disagreements=self.disagreements,
+            unparsed_judgments=self.unparsed,
+            margins=dict(zip(QUANTILE_NAMES, (round(m, 4) for m in quantiles(self.margins)), strict=False)),
         )
 
 

@@ -29,8 +29,8 @@ from engine.backends import Backend, SamplingParams, load_backend
 from engine.config import GenerateConfig
 from engine.critique import LoopSettings, run_loop
 from engine.dataset import RunStats, save_dataset, write_card
-from engine.feedback import Judge, JudgeSettings, LabelStats, judge_trajectories
-from engine.labels import LabelManifest, LabelStore, LabelTally, label_rows
+from engine.feedback import Judge, JudgeSettings, LabelStats, LabelTally, judge_trajectories
+from engine.labels import LabelManifest, LabelStore, label_rows
 from engine.prompt_sets import PromptItem, open_prompts
 from engine.records import ConstitutionRef, RunManifest
 from engine.rundir import RunDir, RunDirError, atomic_write

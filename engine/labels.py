@@ -14,7 +14,6 @@ The dataset builder joins labels to trajectories by row id with
 from __future__ import annotations
 
 import os
-from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import fields
 from pathlib import Path
@@ -24,15 +23,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from constitution import Constitution
 from engine.feedback import (
-    DROPPED,
-    QUANTILE_NAMES,
+    TIE,
     Judge,
     JudgeSettings,
-    LabelStats,
+    LabelTally,
     Preference,
     Status,
     judge_trajectories,
-    quantiles,
 )
 from engine.records import SCHEMA_VERSION, ConstitutionRef, Trajectory
 from engine.rundir import JsonlLog, RunDirError, atomic_write
@@ -92,7 +89,7 @@ class Comparison(_Record):
         """``first``, ``second``, ``tie``, or None when the pair could not be judged."""
         if self.p_first is None:
             return None
-        if abs(self.p_first - 0.5) <= 1e-6:
+        if abs(self.p_first - 0.5) <= TIE:
             return "tie"
         return "first" if self.p_first > 0.5 else "second"
 
@@ -155,50 +152,6 @@ class PairLabel(NamedTuple):
     margin: float | None
     judge_model: str
     principles: tuple[str, ...]
-
-
-class LabelTally:
-    """Label-quality statistics gathered one label at a time (see :class:`LabelStats`)."""
-
-    def __init__(self) -> None:
-        self.status: dict[str, int] = {}
-        self.revision_chosen = 0
-        self.revision_beat_initial = 0
-        self.initial_comparisons = 0
-        self.comparisons = 0
-        self.disagreements = 0
-        self.unparsed = 0
-        self.margins = array("d")
-
-    def add(self, label: Label) -> None:
-        """Count one label."""
-        self.status[label.status] = self.status.get(label.status, 0) + 1
-        self.revision_chosen += label.status == "labelled" and (label.chosen_from or "").startswith("revision")
-        for c in label.comparisons:
-            self.comparisons += 1
-            self.disagreements += c.disagreed
-            self.unparsed += c.unparsed
-            if c.first == "initial" and c.winner in ("first", "second"):
-                self.initial_comparisons += 1
-                self.revision_beat_initial += c.winner == "second"
-        if label.margin is not None:
-            self.margins.append(label.margin)
-
-    def stats(self) -> LabelStats:
-        """The statistics of everything counted."""
-        return LabelStats(
-            rows=sum(self.status.values()),
-            labelled=self.status.get("labelled", 0),
-            dropped={reason: self.status.get(reason, 0) for reason in DROPPED},
-            single=self.status.get("single", 0),
-            revision_chosen=self.revision_chosen,
-            revision_beat_initial=self.revision_beat_initial,
-            initial_comparisons=self.initial_comparisons,
-            comparisons=self.comparisons,
-            disagreements=self.disagreements,
-            unparsed_judgments=self.unparsed,
-            margins=dict(zip(QUANTILE_NAMES, (round(m, 4) for m in quantiles(self.margins)), strict=False)),
-        )
 
 
 class LabelStore:
@@ -286,7 +239,7 @@ class LabelStore:
                 yield t, waiting.pop(t.id)
                 continue
             for label in labels:
-                tally.add(label)
+                _count(tally, label)
                 if label.id == t.id:
                     yield t, _compact(label)
                     break
@@ -294,7 +247,12 @@ class LabelStore:
             else:
                 yield t, None
         for label in labels:
-            tally.add(label)
+            _count(tally, label)
+
+
+def _count(tally: LabelTally, label: Label) -> None:
+    comparisons = ((c.first == "initial", c.winner, c.disagreed, c.unparsed) for c in label.comparisons)
+    tally.add(label.status, label.chosen_from, label.margin, comparisons)
 
 
 def _compact(label: Label) -> PairLabel:

@@ -458,7 +458,8 @@ def test_sigkill_mid_run_then_rerun_gives_exactly_one_row_per_prompt(tmp_path: P
 
 
 def test_labels_join_trajectories_in_any_order(tmp_path: Path) -> None:
-    from engine.labels import LabelManifest, LabelStore, LabelTally
+    from engine.feedback import LabelTally
+    from engine.labels import LabelManifest, LabelStore
 
     generate(config(tmp_path, limit=5), progress=False)
     out = tmp_path / "run"
