@@ -120,7 +120,7 @@ def generate(config: GenerateConfig, *, progress: bool = True, backends: Backend
     if labels is not None and (todo or unlabelled):
         judge = Judge(backend(labels.manifest.judge), labels.manifest.settings, rules)
     run.begin()  # after the models load: a model that fails to load leaves no manifest behind
-    _write_constitution(config.out, rules)
+    atomic_write(config.out / CONSTITUTION_COPY, constitution_lib.dump(rules))  # the rules the rows are made under
     if labels is not None:
         labels.begin()
     if judge is not None and labels is not None and unlabelled:
@@ -143,7 +143,7 @@ def generate(config: GenerateConfig, *, progress: bool = True, backends: Backend
             if bar is not None:
                 bar.close()
 
-    path, sizes, stats, label_stats = build_dataset(run, labels, rules)
+    path, sizes, stats, label_stats = build_dataset(run, labels)
     if config.push_to_hub:
         from datasets import load_from_disk
 
@@ -207,7 +207,7 @@ def label(
     labels.begin()
     if judge is not None:
         _label_existing(run, labels, judge, rules, chunk_size, pending, progress)
-    path, sizes, _, label_stats = build_dataset(run, labels, rules)
+    path, sizes, _, label_stats = build_dataset(run, labels)
     assert label_stats is not None
     return LabelSummary(
         out=out,
@@ -219,9 +219,7 @@ def label(
     )
 
 
-def build_dataset(
-    run: RunDir, labels: LabelStore | None, rules: Constitution
-) -> tuple[Path, dict[str, int], RunStats, LabelStats | None]:
+def build_dataset(run: RunDir, labels: LabelStore | None) -> tuple[Path, dict[str, int], RunStats, LabelStats | None]:
     """(Re)build the dataset and card of a run folder from its trajectories and labels."""
     judged = None
     label_stats = None
@@ -232,7 +230,6 @@ def build_dataset(
         path, sizes, stats = save_dataset(labels.join(run.rows(), tally), run.path, judged=True)
         label_stats = tally.stats()
         judged = (labels.manifest.judge, labels.manifest.settings, label_stats)
-    _write_constitution(run.path, rules)
     write_card(run.path, run.manifest, stats, sizes, judged)
     return path, sizes, stats, label_stats
 
@@ -270,10 +267,6 @@ def _label_existing(
     finally:
         if bar is not None:
             bar.close()
-
-
-def _write_constitution(out: Path, rules: Constitution) -> None:
-    atomic_write(out / CONSTITUTION_COPY, constitution_lib.dump(rules))
 
 
 def _chunks(items: Iterable[PromptItem], size: int) -> Iterator[list[PromptItem]]:

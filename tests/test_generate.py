@@ -374,6 +374,10 @@ def test_cli_label_relabels_a_run_and_reports_bad_input(tmp_path: Path) -> None:
     assert empty.exit_code == 1 and "holds no cai run" in empty.output
     band = CliRunner().invoke(cli, ["label", str(out), "--judge-cot", "--judge-band", "0.6", "0.7"])
     assert band.exit_code == 2 and "band" in band.output
+    copy = (out / "constitution.yaml").read_text()
+    other = CliRunner().invoke(cli, ["label", str(out), "--judge-model", "scripted", "-c", "harmlessness", "--force"])
+    assert other.exit_code == 0, other.output
+    assert (out / "constitution.yaml").read_text() == copy  # the rules the rows were made under, not the judge's
 
 
 def test_config_file_with_flag_overrides(tmp_path: Path) -> None:
