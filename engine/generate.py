@@ -103,7 +103,8 @@ def generate(config: GenerateConfig, *, progress: bool = True, backends: Backend
     done = run.done_ids()
     skipped = sum(1 for prompt_id in prompts.ids() if prompt_id in done) if done else 0
     todo = len(prompts) - skipped
-    unlabelled = len(done - _labelled_ids(labels)) if labels is not None else 0
+    labelled = _labelled_ids(labels)
+    unlabelled = len(done - labelled) if labels is not None else 0
 
     generated = 0
     options = {"batch_size": config.batch_size, "dtype": config.dtype, "device": config.device}
@@ -124,7 +125,7 @@ def generate(config: GenerateConfig, *, progress: bool = True, backends: Backend
     if labels is not None:
         labels.begin()
     if judge is not None and labels is not None and unlabelled:
-        _label_existing(run, labels, judge, rules, config.chunk_size, unlabelled, progress)
+        _label_existing(run, labels, judge, rules, config.chunk_size, labelled, unlabelled, progress)
     if todo:
         settings = LoopSettings(
             revisions=config.revisions, stop_early=config.stop_early, seed=config.seed, sampling=sampling
@@ -199,14 +200,15 @@ def label(
     run = RunDir(out, manifest)
     labels = LabelStore.open(out, label_manifest, force=force)
     done = run.done_ids()
-    pending = len(done - _labelled_ids(labels))
+    labelled = _labelled_ids(labels)
+    pending = len(done - labelled)
     judge = None
     if pending:
         backend = backends(label_manifest.judge, batch_size=batch_size, dtype=dtype, device=device)
         judge = Judge(backend, settings, rules)
     labels.begin()
     if judge is not None:
-        _label_existing(run, labels, judge, rules, chunk_size, pending, progress)
+        _label_existing(run, labels, judge, rules, chunk_size, labelled, pending, progress)
     path, sizes, _, label_stats = build_dataset(run, labels)
     assert label_stats is not None
     return LabelSummary(
@@ -257,13 +259,19 @@ def _labelled_ids(labels: LabelStore | None) -> set[str]:
 
 
 def _label_existing(
-    run: RunDir, labels: LabelStore, judge: Judge, rules: Constitution, chunk_size: int, total: int, progress: bool
+    run: RunDir,
+    labels: LabelStore,
+    judge: Judge,
+    rules: Constitution,
+    chunk_size: int,
+    labelled: set[str],
+    total: int,
+    progress: bool,
 ) -> None:
     bar = _progress(total, progress, "label")
     try:
-        label_rows(
-            labels, run.rows(), judge, rules, chunk_size=chunk_size, on_chunk=bar.update if bar is not None else None
-        )
+        update = bar.update if bar is not None else None
+        label_rows(labels, run.rows(), judge, rules, labelled=labelled, chunk_size=chunk_size, on_chunk=update)
     finally:
         if bar is not None:
             bar.close()

@@ -14,7 +14,7 @@ The dataset builder joins labels to trajectories by row id with
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -273,15 +273,16 @@ def label_rows(
     judge: Judge,
     constitution: Constitution,
     *,
+    labelled: Container[str],
     chunk_size: int,
     on_chunk: Callable[[int], None] | None = None,
 ) -> int:
-    """Judge the trajectories not yet labelled, a chunk at a time, each chunk written when done.
+    """Judge the trajectories not in ``labelled`` (:meth:`LabelStore.done_ids`), a chunk at a time,
+    each chunk written when done.
 
     Returns:
         How many trajectories were labelled now.
     """
-    done = store.done_ids()
     count = 0
     chunk: list[Trajectory] = []
 
@@ -294,7 +295,7 @@ def label_rows(
         chunk.clear()
 
     for t in trajectories:
-        if t.id in done:
+        if t.id in labelled:
             continue
         chunk.append(t)
         if len(chunk) >= chunk_size:
