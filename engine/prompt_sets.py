@@ -5,8 +5,9 @@ a stable id (runs resume and deduplicate by it) and, when known, the taxonomy
 category and the kind of request. :func:`load_prompts` reads them from
 
 * the builtin sets ``redteam`` and ``helpful`` (also ``builtin:redteam``), and
-  ``mixed``, the two interleaved (a bare builtin name always means the builtin:
-  write ``./redteam`` for a file or folder of that name);
+  ``mixed``, the two interleaved, and the held-out evaluation sets
+  ``eval-redteam`` and ``eval-benign`` (a bare builtin name always means the
+  builtin: write ``./redteam`` for a file or folder of that name);
 * a ``.jsonl``, ``.json`` (a list of rows), ``.csv`` (with a header row) or
   ``.txt`` (one prompt per non-empty line) file;
 * a folder written by ``datasets``' ``save_to_disk`` (``PATH`` or ``PATH:SPLIT``,
@@ -48,6 +49,7 @@ from constitution.loader import exists
 __all__ = [
     "BUILTIN_DIR",
     "BUILTIN_SETS",
+    "EVAL_DIR",
     "FILE_SUFFIXES",
     "KINDS",
     "LAYOUTS",
@@ -66,11 +68,16 @@ log = logging.getLogger(__name__)
 BUILTIN_DIR = Path(__file__).parent / "data" / "prompts"
 """Where the builtin prompt files live (package data)."""
 
+EVAL_DIR = Path(__file__).parent / "data" / "eval"
+"""Where the held-out evaluation prompt files live (package data; never used for generation)."""
+
 BUILTIN_SETS: dict[str, Path] = {
     "redteam": BUILTIN_DIR / "redteam.jsonl",
     "helpful": BUILTIN_DIR / "helpful.jsonl",
+    "eval-redteam": EVAL_DIR / "redteam_eval.jsonl",
+    "eval-benign": EVAL_DIR / "benign_eval.jsonl",
 }
-"""The builtin prompt sets by name."""
+"""The builtin prompt sets by name (``eval-*``: held out from the generation sets, for ``cai eval``)."""
 
 MIXED = "mixed"
 """Name of the builtin set that interleaves ``redteam`` and ``helpful``."""
@@ -241,8 +248,9 @@ def load_prompts(source: str, *, limit: int | None = None) -> list[PromptItem]:
     """Load a prompt set.
 
     Args:
-        source: A builtin name (``redteam``, ``helpful``, ``mixed``, optionally
-            prefixed ``builtin:``), a ``.jsonl``/``.json``/``.csv``/``.txt``
+        source: A builtin name (``redteam``, ``helpful``, ``mixed``,
+            ``eval-redteam``, ``eval-benign``, optionally prefixed
+            ``builtin:``), a ``.jsonl``/``.json``/``.csv``/``.txt``
             file, a ``save_to_disk`` folder (``PATH`` or ``PATH:SPLIT``), or
             ``hf:NAME[:SPLIT]``.
         limit: Keep only the first ``limit`` prompts (after loading, so ids do
