@@ -1,0 +1,1 @@
+"""The harmlessness evaluator behind ``cai eval``."""
