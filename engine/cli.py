@@ -843,13 +843,16 @@ def _run_train(kind: str, params: dict[str, Any]) -> None:
             err=True,
         )
         sys.exit(130)
+    if not result.main_process:  # under `accelerate launch`, the main process reports
+        return
     for note in result.notes:
         click.echo(f"note: {note}", err=True)
     loss = f"{result.train_loss:.4f}" if result.train_loss is not None else "n/a"
     what = {"dpo": "pairs", "sft": "rows", "grpo": "prompts"}[kind]
     labels = {"dpo": f", {result.data.labels} labels", "grpo": f", {result.data.labels} reward"}.get(kind, "")
+    processes = f" on {result.processes} processes ({result.distributed})" if result.processes > 1 else ""
     click.echo(
-        f"\ntrained {kind} for {result.steps} steps on {result.data.rows} {what}{labels} "
+        f"\ntrained {kind} for {result.steps} steps on {result.data.rows} {what}{labels}{processes} "
         f"in {result.seconds:.0f} s, mean train loss {loss}"
     )
     click.echo(f"model: {result.out}  (card: {result.out / 'README.md'})")
@@ -955,12 +958,38 @@ def train_grpo(**params: Any) -> None:
 
 @train.command(name="recipes")
 def train_recipes() -> None:
-    """List the shipped recipes (use the name with --config, or copy the file and edit it)."""
-    from engine.train.recipes import builtin_recipes, recipe_summary
+    """List the shipped recipes (use the name with --config, or copy the file and edit it).
+
+    Also lists the shipped accelerate config files for several GPUs (`cai train accelerate-config NAME`).
+    """
+    from engine.train.recipes import accelerate_configs, builtin_recipes, recipe_summary
 
     for name, path in builtin_recipes().items():
         click.echo(f"{name:<16} {recipe_summary(path)}")
         click.secho(f"{'':<16} {path}", dim=True)
+    click.echo("\naccelerate configs (accelerate launch --config_file $(cai train accelerate-config NAME) ...):")
+    for name, path in accelerate_configs().items():
+        click.echo(f"{name:<16} {recipe_summary(path)}")
+        click.secho(f"{'':<16} {path}", dim=True)
+
+
+@train.command(name="accelerate-config")
+@click.argument("name")
+def train_accelerate_config(name: str) -> None:
+    """Print the path of a shipped accelerate config file: ddp, fsdp or zero3.
+
+    \b
+    Several GPUs, the same command under accelerate:
+        accelerate launch --config_file $(cai train accelerate-config ddp) --num_processes 4 \\
+            -m engine train dpo --data runs/big --out models/dpo --config dpo-lora
+    """
+    from engine.train.recipes import TrainError, accelerate_config
+
+    try:
+        click.echo(accelerate_config(name))
+    except TrainError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
 
 
 def main() -> None:

@@ -91,6 +91,7 @@ def card_text(options: TrainOptions, result: TrainResult, recipe: Recipe, base_m
         )
     lines += [
         f"| training | {result.steps} steps, {result.seconds:.0f} s, final mean train loss {loss}"
+        + (f", {result.processes} processes ({result.distributed})" if result.processes > 1 else "")
         + (f", resumed from `{result.resumed_from}`" if result.resumed_from else "")
         + " |",
         "",

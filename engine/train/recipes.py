@@ -30,6 +30,9 @@ from constitution.errors import did_you_mean
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 """The shipped recipes (package data)."""
 
+ACCELERATE_DIR = RECIPES_DIR / "accelerate"
+"""The shipped ``accelerate launch --config_file`` files: ddp, fsdp, zero3 (package data)."""
+
 LORA_KEY = "lora"
 """The recipe section that holds ``peft.LoraConfig`` fields; present means LoRA is on."""
 
@@ -70,6 +73,26 @@ class Recipe:
 def builtin_recipes() -> dict[str, Path]:
     """The shipped recipes by name (file name without ``.yaml``)."""
     return {p.stem: p for p in sorted(RECIPES_DIR.glob("*.yaml"))}
+
+
+def accelerate_configs() -> dict[str, Path]:
+    """The shipped accelerate config files by name (file name without ``.yaml``)."""
+    return {p.stem: p for p in sorted(ACCELERATE_DIR.glob("*.yaml"))}
+
+
+def accelerate_config(name: str) -> Path:
+    """The absolute path of a shipped accelerate config file, for ``accelerate launch --config_file``.
+
+    Raises:
+        TrainError: No shipped config of that name.
+    """
+    configs = accelerate_configs()
+    stem = name.removesuffix(".yaml").removesuffix(".yml")
+    if stem not in configs:
+        raise TrainError(
+            f"{name}: no shipped accelerate config{did_you_mean(stem, configs)} (shipped: {', '.join(configs)})"
+        )
+    return configs[stem]
 
 
 def recipe_summary(path: Path) -> str:
@@ -273,11 +296,14 @@ def build_config(
 
 
 __all__ = [
+    "ACCELERATE_DIR",
     "DEFAULT_LORA",
     "LORA_KEY",
     "RECIPES_DIR",
     "Recipe",
     "TrainError",
+    "accelerate_config",
+    "accelerate_configs",
     "build_config",
     "builtin_recipes",
     "check_fields",

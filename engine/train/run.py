@@ -8,6 +8,7 @@ and only then is the model loaded.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -99,6 +100,12 @@ class TrainResult:
     """The TRL config fields set explicitly (run defaults, recipe, flags)."""
     resumed_from: str | None = None
     notes: list[str] = field(default_factory=list)
+    processes: int = 1
+    """How many processes trained (``accelerate launch --num_processes``)."""
+    distributed: str = "NO"
+    """accelerate's distributed type: NO, MULTI_GPU, MULTI_CPU, FSDP, DEEPSPEED."""
+    main_process: bool = True
+    """Whether this process is the main one (the one that wrote the card and reports)."""
 
     @property
     def num_tokens(self) -> float | None:
@@ -216,11 +223,12 @@ def prepare(options: TrainOptions) -> Plan:
         if "output_dir" in source:
             source.pop("output_dir")
             notes.append("output_dir ignored: checkpoints go to OUT/checkpoints (set --out)")
+    use_lora = options.lora if options.lora is not None else recipe.lora is not None
+    _check_sharding(options.kind, use_lora, {**recipe.fields, **overrides})
     config_class, other = _config_classes(options.kind)
     checkpoints = options.out / CHECKPOINTS
     config, settings = build_config(config_class, recipe, overrides, run_defaults(checkpoints), other)
     _check_reporting(config.report_to)
-    use_lora = options.lora if options.lora is not None else recipe.lora is not None
     peft_config = lora_config(recipe.lora, options.lora_overrides, recipe.source) if use_lora else None
     if options.kind == "grpo":
         data, rules, mode = _grpo_inputs(options, config)
@@ -234,6 +242,64 @@ def prepare(options: TrainOptions) -> Plan:
             options.data, options.split, labels=options.labels, min_margin=options.min_margin, limit=options.limit
         )
     return Plan(recipe, config, settings, peft_config, data, notes + data.notes)
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes")
+
+
+def _zero_stage(config: Any) -> int | None:
+    """The ZeRO stage of a DeepSpeed config (a dict or a JSON file), None when it says none or cannot be read."""
+    if isinstance(config, str | Path):
+        try:
+            config = json.loads(Path(config).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+    stage = config.get("zero_optimization", {}).get("stage") if isinstance(config, dict) else None
+    return stage if isinstance(stage, int) else None
+
+
+def sharding(fields: dict[str, Any] | None = None) -> str | None:
+    """The parameter sharding this process was launched with: ``FSDP``, ``DeepSpeed ZeRO-3`` or None.
+
+    ``accelerate launch`` passes its config file on as environment variables;
+    the TRL fields ``fsdp`` and ``deepspeed`` (recipe or ``--set``) ask for the same.
+    """
+    fields = fields or {}
+    if _env_flag("ACCELERATE_USE_FSDP") or fields.get("fsdp"):
+        return "FSDP"
+    stage: int | None = None
+    if fields.get("deepspeed"):
+        stage = _zero_stage(fields["deepspeed"])
+    elif _env_flag("ACCELERATE_USE_DEEPSPEED"):
+        env_stage = os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "")
+        if env_stage.strip().isdigit():
+            stage = int(env_stage)
+        elif os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE"):
+            stage = _zero_stage(os.environ["ACCELERATE_DEEPSPEED_CONFIG_FILE"])
+    return "DeepSpeed ZeRO-3" if stage == 3 else None
+
+
+def _check_sharding(kind: str, lora: bool, fields: dict[str, Any]) -> None:
+    """Refuse what cannot work on sharded weights, before anything loads.
+
+    Raises:
+        TrainError: LoRA (its merge needs whole weights) or GRPO under ZeRO-3 (the judge would be partitioned).
+    """
+    mode = sharding(fields)
+    if mode is None:
+        return
+    if lora:
+        raise TrainError(
+            f"--lora under {mode}: the adapter is merged into the weights at the end, and {mode} holds them sharded "
+            "over the processes; train LoRA with the ddp config (only the adapter trains, so DDP fits wherever the "
+            f"base model fits one GPU), or fine-tune fully (--no-lora) under {mode}"
+        )
+    if kind == "grpo" and mode == "DeepSpeed ZeRO-3":
+        raise TrainError(
+            "cai train grpo under DeepSpeed ZeRO-3: the judge is a separate model that ZeRO-3 would partition "
+            "as it loads; use the ddp or fsdp config for grpo"
+        )
 
 
 def _check_reporting(report_to: Any) -> None:
@@ -353,18 +419,25 @@ def _reward(options: TrainOptions, plan: Plan) -> Any:
 
 
 def save_model(trainer: Any, out: Path) -> None:
-    """Save a plain model folder (a LoRA adapter is merged into the weights) with its tokenizer."""
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    if hasattr(model, "merge_and_unload"):  # a peft model
-        model = model.merge_and_unload()
-        if trainer.accelerator.is_main_process:
-            model.config.use_cache = True
-            model.save_pretrained(str(out))
+    """Save a plain model folder (a LoRA adapter is merged into the weights) with its tokenizer.
+
+    Every process calls this: under FSDP and ZeRO-3 ``trainer.save_model``
+    gathers the sharded weights (a collective), and the main process writes.
+    """
+    accelerator = trainer.accelerator
+    model = accelerator.unwrap_model(trainer.model)
+    if hasattr(model, "merge_and_unload"):  # a peft model: whole weights on every process (sharding was refused)
+        if accelerator.is_main_process:
+            merged = model.merge_and_unload()
+            merged.config.use_cache = True
+            merged.save_pretrained(str(out))
             trainer.processing_class.save_pretrained(str(out))
     else:
         model.config.use_cache = True
         trainer.save_model(str(out))
-    (out / "training_args.bin").unlink(missing_ok=True)  # lives in the checkpoints; the model folder stays plain
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (out / "training_args.bin").unlink(missing_ok=True)  # lives in the checkpoints; the model folder stays plain
 
 
 def train(options: TrainOptions, *, callbacks: list[Any] | None = None) -> TrainResult:
@@ -384,6 +457,7 @@ def train(options: TrainOptions, *, callbacks: list[Any] | None = None) -> Train
     resume_from = check_out(options.out, resume=options.resume, force=options.force)
     if options.resume and resume_from is None:
         notes.append(f"no checkpoint in {options.out / CHECKPOINTS}: training from the start")
+    _wait_for_everyone()  # no process may write into OUT before every process has checked it
     trainer, name = make_trainer(options, plan, callbacks)
     start = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=resume_from)
@@ -403,9 +477,12 @@ def train(options: TrainOptions, *, callbacks: list[Any] | None = None) -> Train
         settings=settings,
         resumed_from=resume_from,
         notes=notes,
+        processes=int(trainer.accelerator.num_processes),
+        distributed=str(getattr(trainer.accelerator.distributed_type, "value", trainer.accelerator.distributed_type)),
+        main_process=bool(trainer.accelerator.is_main_process),
     )
     save_model(trainer, options.out)
-    if trainer.accelerator.is_main_process:
+    if result.main_process:
         write_card(options, result, recipe, name)
         (options.out / PROVENANCE).write_text(
             json.dumps(_provenance(options, result, recipe, name), indent=2, default=str) + "\n", encoding="utf-8"
@@ -414,6 +491,13 @@ def train(options: TrainOptions, *, callbacks: list[Any] | None = None) -> Train
         if constitution is not None and constitution.is_file():
             shutil.copyfile(constitution, options.out / "constitution.yaml")
     return result
+
+
+def _wait_for_everyone() -> None:
+    """A barrier over the processes of an ``accelerate launch`` run; nothing when there is one process."""
+    from accelerate import PartialState
+
+    PartialState().wait_for_everyone()
 
 
 def _lora_dict(peft_config: Any) -> dict[str, Any]:
@@ -456,8 +540,20 @@ def _provenance(options: TrainOptions, result: TrainResult, recipe: Recipe, name
         "train_loss": result.train_loss,
         "seconds": round(result.seconds, 1),
         "resumed_from": result.resumed_from,
+        "processes": result.processes,
+        "distributed": result.distributed,
         "versions": {"trl": trl.__version__, "transformers": transformers.__version__, "torch": torch.__version__},
     }
 
 
-__all__ = ["CHECKPOINTS", "PROVENANCE", "Plan", "TrainOptions", "TrainResult", "make_trainer", "prepare", "train"]
+__all__ = [
+    "CHECKPOINTS",
+    "PROVENANCE",
+    "Plan",
+    "TrainOptions",
+    "TrainResult",
+    "make_trainer",
+    "prepare",
+    "sharding",
+    "train",
+]
