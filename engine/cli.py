@@ -673,6 +673,136 @@ def judge_eval(
         click.echo(f"wrote {json_out}")
 
 
+@cli.command(name="eval")
+@click.option("--model", "models", multiple=True, metavar="MODEL", help="Model to evaluate (repeat for several).")
+@click.option("--baseline", metavar="MODEL", help="Compare every --model with this one (win rate, Elo).")
+@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), help="Output folder (required).")
+@click.option("--redteam", default="eval-redteam", show_default=True, help="Harmful prompts: builtin, file, hf:NAME.")
+@click.option("--benign", default="eval-benign", show_default=True, help="Prompts that must not be refused.")
+@click.option("--limit", type=int, help="Use only the first N prompts of each set.")
+@click.option("-c", "--constitution", default="default", show_default=True, help="Builtin name or YAML file.")
+@click.option("--judge/--no-judge", default=True, show_default=True, help="Score with the constitutional judge.")
+@click.option("--judge-model", default="default", show_default=True, help="The one judge of every model.")
+@click.option("--judge-principles", type=int, default=2, show_default=True, help="Relevant principles per answer.")
+@click.option("--jailbreaks", type=int, default=16, show_default=True, help="Red-team prompts wrapped (0: off).")
+@click.option("--counterfactual", type=int, default=8, show_default=True, help="Bias-probe templates (0: off).")
+@click.option("--robustness", type=int, default=16, show_default=True, help="Answers attacked to test the judge.")
+@click.option("--examples", type=int, default=12, show_default=True, help="Worst-case answers shown per model.")
+@click.option("--classifier/--no-classifier", default=True, show_default=True, help="Use the MiniLM harm classifier.")
+@click.option("--max-new-tokens", type=int, default=128, show_default=True, help="Most tokens per answer.")
+@click.option("--temperature", type=float, default=0.0, show_default=True, help="0 for greedy decoding.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of sampling and bootstraps.")
+@click.option("--batch-size", type=int, default=16, show_default=True, help="Requests per forward pass.")
+@click.option("--chunk-size", type=int, default=64, show_default=True, help="Answers generated and saved together.")
+@click.option("--dtype", default="auto", show_default=True, help="auto, bfloat16, float16, float32.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
+@click.option(
+    "--fail-under", multiple=True, metavar="METRIC=VALUE", help="Exit 3 if a model is below (harmlessness=0.8)."
+)
+@click.option(
+    "--fail-over", multiple=True, metavar="METRIC=VALUE", help="Exit 3 if a model is above (over_refusal=0.2)."
+)
+@click.option("--force", is_flag=True, help="Start again in a folder evaluated with other settings (old kept aside).")
+@click.option(
+    "--compare",
+    nargs=2,
+    type=click.Path(path_type=Path),
+    metavar="OLD NEW",
+    help="Compare two saved evaluations instead of running one.",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="YAML file with any of these options (keys as the long flag names); flags override it.",
+)
+@click.pass_context
+def eval_(ctx: click.Context, /, config_file: Path | None, compare: tuple[Path, Path] | None, **_: object) -> None:
+    """Is a model safer without becoming useless? Score models on held-out prompts and write a report.
+
+    Each --model (and the --baseline) answers held-out red-team prompts and
+    benign prompts that must not be refused, plus red-team prompts in jailbreak
+    framings and counterfactual prompts that swap a group attribute. Answers
+    are scored by a refusal detector, an independent harm classifier (MiniLM
+    embeddings, no judge model) and the constitutional judge (P(violation) of
+    relevant principles, asked both ways). With a baseline the judge also
+    compares answers pairwise (both orders): win rate and Elo. The judge itself
+    is tested against attacks (flattery, keyword stuffing, padding, injected
+    instructions) and for position bias.
+
+    OUT/report.json (versioned) and OUT/report.html (one self-contained page)
+    hold every metric with a 95% bootstrap interval. Answers stream to
+    OUT/answers/; rerunning the command resumes. Metrics for gates: harmlessness,
+    helpfulness, refusal_on_harmful, win_rate (--fail-under); harmful_compliance,
+    over_refusal, evasive, judge_violation, classifier_harm (--fail-over).
+
+    \b
+    Examples:
+        cai eval --model runs/demo-dpo/model --baseline default --limit 20 -o runs/eval
+        cai eval --model ./my-model -o runs/eval --fail-under harmlessness=0.8 --fail-over over_refusal=0.2
+        cai eval --compare runs/eval-before runs/eval-after
+    """
+    from click.core import ParameterSource
+
+    from constitution import ConstitutionError
+    from engine.backends import BackendError
+    from engine.config import ConfigError, EvalConfig, load_config
+    from engine.evaluate.report import ReportError, compare_reports, load_report, parse_threshold, render_table
+    from engine.prompt_sets import PromptSetError
+    from engine.rundir import RunDirError
+
+    if compare:
+        try:
+            click.echo(compare_reports(load_report(compare[0]), load_report(compare[1])))
+        except ReportError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+        return
+    overrides: dict[str, object] = {
+        name: value
+        for name, value in ctx.params.items()
+        if name not in ("config_file", "compare") and ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE
+    }
+    try:
+        for flag, lower in (("fail_under", False), ("fail_over", True)):
+            if flag in overrides:
+                overrides[flag] = dict(parse_threshold(t, lower_is_better=lower) for t in ctx.params[flag])
+        if "models" in overrides:
+            overrides["models"] = list(ctx.params["models"])
+        elif config_file is None:
+            raise ValueError("name at least one model to evaluate: --model MODEL (e.g. --model default)")
+        config = load_config(config_file, overrides, EvalConfig)
+        from engine.evaluate.run import evaluate
+
+        summary = evaluate(config)
+    except ConstitutionError as exc:
+        _fail(exc)
+    except ValueError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except (ConfigError, PromptSetError, RunDirError, BackendError, ReportError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("\ninterrupted: finished answers are saved; run the same command again to resume", err=True)
+        sys.exit(130)
+    report = summary.report
+    click.echo("\n" + render_table(report))
+    t = report.timings
+    click.echo(
+        f"\n{summary.generated} new answers, {summary.seconds:.0f} s (generation {t.generation:.0f} s, "
+        f"judge {t.judge:.0f} s, pairwise {t.pairwise:.0f} s, classifier {t.classifier:.0f} s, "
+        f"robustness {t.robustness:.0f} s)"
+    )
+    fooled = [row.attack for row in report.robustness if row.flagged]
+    if fooled:
+        click.echo(f"judge robustness: these attacks moved the judge: {', '.join(fooled)} (see the report)")
+    click.echo(f"report: {summary.out / 'report.html'}  (data: {summary.out / 'report.json'})")
+    if report.gates:
+        click.echo("failed gates:\n  " + "\n  ".join(report.gates), err=True)
+        sys.exit(3)
+
+
 @cli.command(name="eval-scorers")
 @click.option(
     "--skip-classifier", is_flag=True, help="Only the refusal detector (the classifier loads MiniLM; ~30 s at first)."

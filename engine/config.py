@@ -1,4 +1,4 @@
-"""Run configuration: what ``cai generate`` does, from a YAML file and/or flags.
+"""Run configuration: what ``cai generate`` and ``cai eval`` do, from a YAML file and/or flags.
 
 Every field can be set in a YAML file passed with ``--config run.yaml``; flags
 given on the command line override the file. Unknown keys are errors.
@@ -7,7 +7,7 @@ given on the command line override the file. Unknown keys are errors.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -59,12 +59,57 @@ class GenerateConfig(BaseModel):
     push_to_hub: str | None = Field(default=None, description="Also push the dataset to this hub repository.")
 
 
+class EvalConfig(BaseModel):
+    """Settings of one ``cai eval`` run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    out: Path = Field(description="Output folder; rerunning on it resumes the evaluation.")
+    models: list[str] = Field(min_length=1, description="Models to evaluate: 'default', model folders, hub ids.")
+    baseline: str | None = Field(default=None, description="Model the others are compared with pairwise.")
+    redteam: str = Field(default="eval-redteam", description="Harmful prompts (builtin set, file, or hf:NAME).")
+    benign: str = Field(default="eval-benign", description="Prompts that must not be refused (builtin, file, hf:NAME).")
+    limit: int | None = Field(default=None, ge=1, description="Use only the first N prompts of each set.")
+    constitution: str = Field(default="default", description="Builtin constitution name or YAML file.")
+    judge: bool = Field(default=True, description="Score answers with the constitutional judge.")
+    judge_model: str = Field(default="default", description="Judge model (one judge for every evaluated model).")
+    judge_principles: int = Field(default=2, ge=1, description="Relevant principles sampled per answer for the judge.")
+    jailbreaks: int = Field(
+        default=16, ge=0, description="Red-team prompts wrapped in each jailbreak framing (0 turns the probe off)."
+    )
+    counterfactual: int = Field(
+        default=8, ge=0, description="Counterfactual templates, each asked once per group (0 turns the probe off)."
+    )
+    robustness: int = Field(
+        default=16, ge=0, description="Answers attacked to test the judge's robustness (0 turns the battery off)."
+    )
+    examples: int = Field(default=12, ge=0, description="Worst-case example answers kept per model in the report.")
+    max_new_tokens: int = Field(default=128, ge=1, description="Most new tokens per answer.")
+    temperature: float = Field(default=0.0, ge=0, description="Sampling temperature (0 = greedy, reproducible).")
+    seed: int = Field(default=0, description="Seed for principle sampling, the sampler and the bootstraps.")
+    batch_size: int = Field(default=16, ge=1, description="Requests per forward pass of the model.")
+    chunk_size: int = Field(default=64, ge=1, description="Answers generated and scored together, then saved.")
+    dtype: str = Field(default="auto", description="auto (bf16 where supported), bfloat16, float16 or float32.")
+    device: str = Field(default="auto", description="auto, cpu, cuda, cuda:N.")
+    classifier: bool = Field(default=True, description="Score red-team answers with the independent harm classifier.")
+    fail_under: dict[str, float] = Field(
+        default_factory=dict, description="Fail (exit 3) when a model's metric is below: harmlessness, helpfulness..."
+    )
+    fail_over: dict[str, float] = Field(
+        default_factory=dict, description="Fail (exit 3) when a model's metric is above: harmful_compliance, ..."
+    )
+    force: bool = Field(default=False, description="Write into a folder that holds an evaluation with other settings.")
+
+
 class ConfigError(Exception):
     """A run configuration file is unusable; the message names the file and key."""
 
 
-def load_config(path: Path | None, overrides: dict[str, object]) -> GenerateConfig:
-    """Merge a YAML config file with flag values (flags win) and validate.
+C = TypeVar("C", GenerateConfig, EvalConfig)
+
+
+def load_config(path: Path | None, overrides: dict[str, object], schema: type[C] = GenerateConfig) -> C:  # type: ignore[assignment]
+    """Merge a YAML config file with flag values (flags win) and validate against ``schema``.
 
     Raises:
         ConfigError: Unreadable file, bad YAML, unknown keys or bad values.
@@ -83,13 +128,13 @@ def load_config(path: Path | None, overrides: dict[str, object]) -> GenerateConf
         data = {str(k).replace("-", "_"): v for k, v in (loaded or {}).items()}
     data.update(overrides)
     try:
-        return GenerateConfig.model_validate(data)
+        return schema.model_validate(data)
     except ValidationError as exc:
         messages = []
         for err in exc.errors():
             where = field_path(err["loc"])
             if err["type"] == "extra_forbidden":
-                messages.append(f"{name}: unknown option {where!r}{did_you_mean(where, GenerateConfig.model_fields)}")
+                messages.append(f"{name}: unknown option {where!r}{did_you_mean(where, schema.model_fields)}")
             elif err["type"] == "missing":
                 messages.append(f"{name}: {where} is required (--{where.replace('_', '-')})")
             else:

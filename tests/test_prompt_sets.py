@@ -530,7 +530,10 @@ def test_other_file_errors(tmp_path: Path, name: str, text: str | bytes, pattern
         ("prompts.jsonl", r"^prompts\.jsonl: no such file or folder$"),
         ("redtem", r"^redtem: no such file or folder, nor a builtin prompt set; did you mean 'redteam'\?"),
         ("builtin:helpfull", r"^builtin:helpfull: not a builtin prompt set; did you mean 'helpful'\?"),
-        ("builtin:zzz", r"^builtin:zzz: not a builtin prompt set \(builtins: redteam, helpful, mixed\)"),
+        (
+            "builtin:zzz",
+            r"^builtin:zzz: not a builtin prompt set \(builtins: redteam, helpful, eval-redteam, eval-benign, mixed\)",
+        ),
     ],
 )
 def test_unknown_sources(source: str, pattern: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
