@@ -738,7 +738,7 @@ def eval_(ctx: click.Context, /, config_file: Path | None, compare: tuple[Path, 
 
     \b
     Examples:
-        cai eval --model runs/demo-dpo/model --baseline default --limit 20 -o runs/eval
+        cai eval --model runs/demo-dpo --baseline default --limit 20 -o runs/eval
         cai eval --model ./my-model -o runs/eval --fail-under harmlessness=0.8 --fail-over over_refusal=0.2
         cai eval --compare runs/eval-before runs/eval-after
     """
@@ -987,6 +987,8 @@ def _run_train(kind: str, params: dict[str, Any]) -> None:
     )
     click.echo(f"model: {result.out}  (card: {result.out / 'README.md'})")
     click.echo(f"use it: cai generate --model {result.out} --out runs/next")
+    base = params.get("model") or "default"
+    click.echo(f"evaluate it: cai eval --model {result.out} --baseline {base} --out runs/eval-{result.out.name}")
 
 
 @train.command(name="sft")

@@ -250,7 +250,7 @@ def test_cli_eval_gates_and_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     import engine.evaluate.run as run
 
     real = run.evaluate
-    monkeypatch.setattr(run, "evaluate", lambda cfg: real(cfg, progress=False, backends=factory()))
+    monkeypatch.setattr(run, "evaluate", lambda cfg, **_: real(cfg, progress=False, backends=factory()))
     runner = CliRunner()
     out = str(tmp_path / "cli")
     args = ["eval", "--model", "comply", "--judge-model", "judge", "--no-classifier", "--limit", "10", "-o", out]

@@ -338,13 +338,13 @@ HEADLINE = (
 
 def render_table(report: Report) -> str:
     """The headline table as plain text (what ``cai eval`` prints)."""
-    width = max(10, *(len(m.name) for m in report.models))
+    names = [m.name + (" (baseline)" if m.role == "baseline" else "") for m in report.models]
+    width = max(10, *(len(n) for n in names))
     header = f"{'model':<{width}}  " + "  ".join(f"{label:>11}" for _, label in HEADLINE) + "  " + f"{'elo':>6}"
     lines = [header]
-    for m in report.models:
+    for m, name in zip(report.models, names, strict=True):
         cells = "  ".join(f"{_fmt(getattr(m, key)):>11}" for key, _ in HEADLINE)
         elo = "-" if m.elo is None else f"{m.elo:.0f}"
-        name = m.name + (" (baseline)" if m.role == "baseline" else "")
         lines.append(f"{name:<{width}}  {cells}  {elo:>6}")
     return "\n".join(lines)
 
