@@ -346,9 +346,28 @@ def _judge_options(func: Callable[..., None]) -> Callable[..., None]:
     return func
 
 
+def _base_url_option(func: Callable[..., None]) -> Callable[..., None]:
+    """``--base-url``: the server of ``openai:NAME`` models."""
+    return click.option(
+        "--base-url",
+        metavar="URL",
+        help="Server of openai:NAME models, e.g. http://127.0.0.1:8080/v1 (default: $OPENAI_BASE_URL, else OpenAI).",
+    )(func)
+
+
+def _backends(base_url: str | None) -> Callable[..., Any]:
+    """``load_backend`` with the server of ``openai:NAME`` models filled in."""
+    import functools
+
+    from engine.backends import load_backend
+
+    return functools.partial(load_backend, base_url=base_url)
+
+
 @cli.command()
 @click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), help="Output folder (required).")
 @click.option("--model", default="default", show_default=True, help="Policy model: default, a folder or a hub id.")
+@_base_url_option
 @click.option("--critic-model", help="Critic model (default: the policy).")
 @click.option("-c", "--constitution", default="default", show_default=True, help="Builtin name or YAML file.")
 @click.option(
@@ -422,7 +441,7 @@ def generate(ctx: click.Context, /, config_file: Path | None, **_: object) -> No
     }
     try:
         config = load_config(config_file, overrides)
-        summary = run_generate(config)
+        summary = run_generate(config, backends=_backends(config.base_url))
     except ConstitutionError as exc:
         _fail(exc)
     except (ConfigError, PromptSetError, RunDirError, BackendError) as exc:
@@ -446,6 +465,7 @@ def generate(ctx: click.Context, /, config_file: Path | None, **_: object) -> No
 @cli.command()
 @click.argument("run_dir", metavar="DIR", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--judge-model", help="Judge model (default: the run's policy model).")
+@_base_url_option
 @click.option("-c", "--constitution", help="Principles to judge under (default: the run's constitution.yaml).")
 @_judge_options
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the judge's principle sampling.")
@@ -457,6 +477,7 @@ def generate(ctx: click.Context, /, config_file: Path | None, **_: object) -> No
 def label(
     run_dir: Path,
     judge_model: str | None,
+    base_url: str | None,
     constitution: str | None,
     judge_principles: int,
     judge_cot: bool,
@@ -512,6 +533,7 @@ def label(
             dtype=dtype,
             device=device,
             force=force,
+            backends=_backends(base_url),
         )
     except ConstitutionError as exc:
         _fail(exc)
@@ -581,6 +603,7 @@ def export_(run_dir: Path, fmt: str, output: Path | None) -> None:
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True, help="Requests per pass.")
 @click.option("--dtype", default="auto", show_default=True, help="auto, bfloat16, float16, float32.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
+@_base_url_option
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the report here.")
 def judge_eval(
     file: str,
@@ -597,6 +620,7 @@ def judge_eval(
     batch_size: int,
     dtype: str,
     device: str,
+    base_url: str | None,
     json_out: Path | None,
 ) -> None:
     """Check the AI-feedback judge against human-labelled comparisons.
@@ -658,7 +682,7 @@ def judge_eval(
     from engine.backends import BackendError, load_backend
 
     try:
-        backend = load_backend(model, batch_size=batch_size, dtype=dtype, device=device)
+        backend = load_backend(model, batch_size=batch_size, dtype=dtype, device=device, base_url=base_url)
         report = evaluate_judge(Judge(backend, settings, rules), items, principles, file=file)
     except BackendError as exc:
         click.echo(f"error: {exc}", err=True)
@@ -675,6 +699,7 @@ def judge_eval(
 
 @cli.command(name="eval")
 @click.option("--model", "models", multiple=True, metavar="MODEL", help="Model to evaluate (repeat for several).")
+@_base_url_option
 @click.option("--baseline", metavar="MODEL", help="Compare every --model with this one (win rate, Elo).")
 @click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), help="Output folder (required).")
 @click.option("--redteam", default="eval-redteam", show_default=True, help="Harmful prompts: builtin, file, hf:NAME.")
@@ -774,7 +799,7 @@ def eval_(ctx: click.Context, /, config_file: Path | None, compare: tuple[Path, 
         config = load_config(config_file, overrides, EvalConfig)
         from engine.evaluate.run import evaluate
 
-        summary = evaluate(config)
+        summary = evaluate(config, backends=_backends(config.base_url))
     except ConstitutionError as exc:
         _fail(exc)
     except ValueError as exc:

@@ -21,7 +21,12 @@ class GenerateConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     out: Path = Field(description="Output folder; rerunning on it resumes the run.")
-    model: str = Field(default="default", description="Policy model: 'default', a model folder, or a hub id.")
+    model: str = Field(
+        default="default", description="Policy model: 'default', a model folder, a hub id, or openai:NAME[@URL]."
+    )
+    base_url: str | None = Field(
+        default=None, description="Server of openai:NAME models (default: $OPENAI_BASE_URL, else OpenAI's API)."
+    )
     critic_model: str | None = Field(default=None, description="Critic model (defaults to the policy).")
     constitution: str = Field(default="default", description="Builtin constitution name or YAML file.")
     prompts: str = Field(default="redteam", description="Builtin set (redteam, helpful, mixed), a file, or hf:NAME.")
@@ -66,6 +71,9 @@ class EvalConfig(BaseModel):
 
     out: Path = Field(description="Output folder; rerunning on it resumes the evaluation.")
     models: list[str] = Field(min_length=1, description="Models to evaluate: 'default', model folders, hub ids.")
+    base_url: str | None = Field(
+        default=None, description="Server of openai:NAME models (default: $OPENAI_BASE_URL, else OpenAI's API)."
+    )
     baseline: str | None = Field(default=None, description="Model the others are compared with pairwise.")
     redteam: str = Field(default="eval-redteam", description="Harmful prompts (builtin set, file, or hf:NAME).")
     benign: str = Field(default="eval-benign", description="Prompts that must not be refused (builtin, file, hf:NAME).")

@@ -10,6 +10,12 @@ Model specs understood by ``load_backend`` (and by ``--model`` on the CLI):
 ``hf:NAME_OR_PATH`` or just ``NAME_OR_PATH``
     Any causal LM with a chat template that transformers can load: a local
     folder (e.g. a model trained with ``cai train``) or a hub id.
+``openai:NAME`` or ``openai:NAME@URL``
+    A model behind an OpenAI-compatible chat-completions server (vLLM, TGI,
+    llama.cpp's llama-server, a hosted API): the server is ``URL``, else
+    ``base_url`` (``--base-url``), else ``$OPENAI_BASE_URL``, else OpenAI's;
+    the key comes from ``$CAI_API_KEY`` or ``$OPENAI_API_KEY``. See
+    :mod:`engine.backends.openai_compat`.
 
 Heavy libraries are imported only when a real model is loaded.
 """
@@ -23,15 +29,23 @@ class BackendError(Exception):
     """A model could not be loaded or used; the message says what to do."""
 
 
-def load_backend(spec: str = "default", *, batch_size: int = 16, dtype: str = "auto", device: str = "auto") -> Backend:
+def load_backend(
+    spec: str = "default",
+    *,
+    batch_size: int = 16,
+    dtype: str = "auto",
+    device: str = "auto",
+    base_url: str | None = None,
+) -> Backend:
     """Create the backend a model spec names (see the module docstring).
 
     Args:
-        spec: ``default``, ``scripted``, ``hf:NAME`` or a model folder / hub id.
-        batch_size: Most requests one forward pass takes.
+        spec: ``default``, ``scripted``, ``hf:NAME``, a model folder / hub id, ``openai:NAME[@URL]``.
+        batch_size: Most requests one forward pass takes (for ``openai:``, most requests in flight).
         dtype: ``auto`` (bf16 where the hardware supports it), ``bfloat16``,
             ``float16`` or ``float32``.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``...
+        base_url: The server of an ``openai:NAME`` spec (ignored by other backends).
 
     Raises:
         BackendError: The model cannot be found or loaded, or a library is missing.
@@ -40,8 +54,15 @@ def load_backend(spec: str = "default", *, batch_size: int = 16, dtype: str = "a
         from engine.backends.scripted import ScriptedBackend, longer_is_better
 
         return ScriptedBackend(scores=longer_is_better)
-    if spec.startswith(("openai:", "http://", "https://")):
-        raise BackendError(f"{spec}: OpenAI-compatible servers are not supported yet; use a local model or 'default'")
+    if spec.startswith("openai:"):
+        from engine.backends.openai_compat import from_spec
+
+        return from_spec(spec, base_url=base_url, max_concurrency=batch_size)
+    if spec.startswith(("http://", "https://")):
+        raise BackendError(
+            f"{spec}: a server address is not a model; use --model openai:NAME --base-url {spec} "
+            f"(or --model openai:NAME@{spec})"
+        )
     try:
         from engine.backends.hf import HFBackend
     except ImportError as exc:
