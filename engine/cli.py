@@ -355,6 +355,18 @@ def _base_url_option(func: Callable[..., None]) -> Callable[..., None]:
     )(func)
 
 
+def _check_shard(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``--shard I/N``: checked here, so a bad value is a usage error (exit 2)."""
+    from engine.records import Shard
+
+    if value is None:
+        return None
+    try:
+        return str(Shard.parse(value))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
 def _backends(base_url: str | None) -> Callable[..., Any]:
     """``load_backend`` with the server of ``openai:NAME`` models filled in."""
     import functools
@@ -381,6 +393,12 @@ def _backends(base_url: str | None) -> Callable[..., Any]:
     help="Stop a row when its critique finds nothing to change.",
 )
 @click.option("--limit", type=int, help="Use only the first N prompts.")
+@click.option(
+    "--shard",
+    metavar="I/N",
+    callback=_check_shard,
+    help="Only shard I of N of the prompts (by a hash of each id, after --limit); combine with `cai merge`.",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for principle sampling and sampling.")
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Requests per forward pass.")
 @click.option("--chunk-size", type=int, default=64, show_default=True, help="Most prompts in flight at once.")
@@ -424,6 +442,7 @@ def generate(ctx: click.Context, /, config_file: Path | None, **_: object) -> No
         cai generate --out runs/demo --limit 8 --revisions 1 --max-new-tokens 48
         cai generate --config run.yaml --seed 3
         cai generate --model ./my-model --prompts prompts.jsonl -c my_rules.yaml -o runs/x
+        cai generate --shard 2/4 --model openai:NAME --base-url http://host:8000/v1 -o runs/shard-2
     """
     from click.core import ParameterSource
 
@@ -456,6 +475,8 @@ def generate(ctx: click.Context, /, config_file: Path | None, **_: object) -> No
     )
     if summary.labels is not None:
         click.echo(summary.labels.render())
+    if summary.shard is not None:
+        click.echo(f"shard {summary.shard} of the prompts; combine the shards with `cai merge DIR... --out OUT`")
     click.echo(f"dataset: {summary.dataset}  (card: {summary.out / 'README.md'})")
     click.echo(
         f"train on it with TRL: DPOTrainer(..., train_dataset=load_from_disk('{summary.dataset}')['preferences'])"
@@ -546,6 +567,44 @@ def label(
     click.echo(f"\n{summary.labelled} rows labelled now, {summary.pairs} preference pairs, {summary.seconds:.0f} s")
     click.echo(summary.stats.render())
     click.echo(f"dataset: {summary.dataset}")
+
+
+@cli.command()
+@click.argument("run_dirs", metavar="DIR...", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Merged run folder.")
+@click.option("--allow-partial", is_flag=True, help="Merge even when shards of a split are missing (the card says so).")
+@click.option("--force", is_flag=True, help="Replace the run in --out if it holds one.")
+def merge(run_dirs: tuple[Path, ...], out: Path, allow_partial: bool, force: bool) -> None:
+    """Combine run folders (the shards of `cai generate --shard I/N`) into one run, dataset and card.
+
+    Refuses runs made with another constitution, model, sampling, rounds, seed
+    or judge, shards of different splits, a prompt in two runs with different
+    rows, and (without --allow-partial) a split with shards missing. OUT is an
+    ordinary run folder: `cai label`, `cai export` and `cai train` take it.
+
+    \b
+    Example:
+        cai merge runs/shard-1 runs/shard-2 runs/shard-3 runs/shard-4 --out runs/all
+    """
+    from engine.merge import MergeError
+    from engine.merge import merge as run_merge
+    from engine.rundir import RunDirError
+
+    try:
+        summary = run_merge(list(run_dirs), out, allow_partial=allow_partial, force=force)
+    except (MergeError, RunDirError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    if summary.missing:
+        click.echo(f"warning: incomplete, shards missing: {', '.join(summary.missing)}", err=True)
+    click.echo(
+        f"{summary.rows} rows from {len(summary.runs)} runs in {summary.out}"
+        + (f" ({summary.duplicates} rows found twice, written once)" if summary.duplicates else "")
+        + f", {summary.pairs} preference pairs, {summary.seconds:.0f} s"
+    )
+    if summary.labels is not None:
+        click.echo(summary.labels.render())
+    click.echo(f"dataset: {summary.dataset}  (card: {summary.out / 'README.md'})")
 
 
 @cli.command(name="export")

@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from constitution.errors import did_you_mean, field_path
+from engine.records import Shard
 
 
 class GenerateConfig(BaseModel):
@@ -33,6 +34,10 @@ class GenerateConfig(BaseModel):
     revisions: int = Field(default=2, ge=0, le=16, description="Critique-and-revision rounds per prompt.")
     stop_early: bool = Field(default=True, description="Stop a row's rounds when its critique finds nothing to change.")
     limit: int | None = Field(default=None, ge=1, description="Use only the first N prompts.")
+    shard: str | None = Field(
+        default=None,
+        description="I/N: only shard I of N of the prompts (after --limit), chosen by a hash of each prompt's id.",
+    )
     seed: int = Field(default=0, description="Seed for principle sampling and the samplers.")
     batch_size: int = Field(default=16, ge=1, description="Requests per forward pass of the model.")
     chunk_size: int = Field(
@@ -62,6 +67,11 @@ class GenerateConfig(BaseModel):
     )
     force: bool = Field(default=False, description="Write into a folder that holds a run with other settings.")
     push_to_hub: str | None = Field(default=None, description="Also push the dataset to this hub repository.")
+
+    @field_validator("shard")
+    @classmethod
+    def _shard_is_i_of_n(cls, value: str | None) -> str | None:
+        return None if value is None else str(Shard.parse(value))
 
 
 class EvalConfig(BaseModel):

@@ -12,6 +12,11 @@ existing run again, with another judge or settings, without regenerating.
 Memory stays flat in the number of prompts: the prompt file is checked through
 once up front (keeping nothing), then read again a chunk at a time; rows go to
 disk as they finish and the dataset is built from the file.
+
+With ``shard="I/N"`` a run takes only the prompts of that shard
+(:class:`~engine.records.Shard`: by a hash of the prompt id, after ``limit``);
+the shard is part of the run's manifest, so a folder holds one shard, and
+``cai merge`` (:mod:`engine.merge`) combines the N shards' folders.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from engine.dataset import RunStats, save_dataset, write_card
 from engine.feedback import Judge, JudgeSettings, LabelStats, LabelTally, judge_trajectories
 from engine.labels import LabelManifest, LabelStore, label_rows
 from engine.prompt_sets import PromptItem, open_prompts
-from engine.records import ConstitutionRef, RunManifest
+from engine.records import ConstitutionRef, RunManifest, Shard, missing_shards
 from engine.rundir import RunDir, RunDirError, atomic_write
 
 if TYPE_CHECKING:
@@ -57,6 +62,8 @@ class Summary:
     seconds: float
     labels: LabelStats | None = None
     """Label quality of the whole run, when the judge labelled it."""
+    shard: str | None = None
+    """The shard (I/N) of the prompts the run holds; ``prompts`` counts that shard's prompts."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +88,7 @@ def generate(config: GenerateConfig, *, progress: bool = True, backends: Backend
     start = time.perf_counter()
     rules = constitution_lib.load(config.constitution)
     prompts = open_prompts(config.prompts, limit=config.limit)  # checks every row now: bad input fails here
+    shard = Shard.parse(config.shard) if config.shard is not None else None
     sampling = SamplingParams(max_new_tokens=config.max_new_tokens, temperature=config.temperature, top_p=config.top_p)
     reference = ConstitutionRef(id=rules.id, version=rules.version, hash=rules.content_hash)
     manifest = RunManifest(
@@ -92,6 +100,7 @@ def generate(config: GenerateConfig, *, progress: bool = True, backends: Backend
         sampling=sampling,
         seed=config.seed,
         prompts=config.prompts,
+        shard=config.shard,
     )
     run = RunDir.open(config.out, manifest, force=config.force)
     labels = None
@@ -101,8 +110,16 @@ def generate(config: GenerateConfig, *, progress: bool = True, backends: Backend
         )
         labels = LabelStore.open(config.out, label_manifest, force=config.force)
     done = run.done_ids()
-    skipped = sum(1 for prompt_id in prompts.ids() if prompt_id in done) if done else 0
-    todo = len(prompts) - skipped
+    if shard is None:
+        selected = len(prompts)
+        skipped = sum(1 for prompt_id in prompts.ids() if prompt_id in done) if done else 0
+    else:
+        selected = skipped = 0
+        for prompt_id in prompts.ids():
+            if shard.holds(prompt_id):
+                selected += 1
+                skipped += prompt_id in done
+    todo = selected - skipped
     labelled = _labelled_ids(labels)
     unlabelled = len(done - labelled) if labels is not None else 0
 
@@ -132,7 +149,8 @@ def generate(config: GenerateConfig, *, progress: bool = True, backends: Backend
         )
         bar = _progress(todo, progress, "generate")
         try:
-            for chunk in _chunks((item for item in prompts if item.id not in done), config.chunk_size):
+            wanted = (item for item in prompts if item.id not in done and (shard is None or shard.holds(item.id)))
+            for chunk in _chunks(wanted, config.chunk_size):
                 rows = run_loop(chunk, rules, policy, critic, settings)
                 run.append(rows)
                 if judge is not None and labels is not None:
@@ -152,7 +170,7 @@ def generate(config: GenerateConfig, *, progress: bool = True, backends: Backend
     return Summary(
         out=config.out,
         dataset=path,
-        prompts=len(prompts),
+        prompts=selected,
         skipped=skipped,
         generated=generated,
         rows=stats.rows,
@@ -160,6 +178,7 @@ def generate(config: GenerateConfig, *, progress: bool = True, backends: Backend
         pairs=sizes["preferences"],
         seconds=time.perf_counter() - start,
         labels=label_stats,
+        shard=config.shard,
     )
 
 
@@ -232,8 +251,44 @@ def build_dataset(run: RunDir, labels: LabelStore | None) -> tuple[Path, dict[st
         path, sizes, stats = save_dataset(labels.join(run.rows(), tally), run.path, judged=True)
         label_stats = tally.stats()
         judged = (labels.manifest.judge, labels.manifest.settings, label_stats)
-    write_card(run.path, run.manifest, stats, sizes, judged)
+    card = write_card(run.path, run.manifest, stats, sizes, judged)
+    notes = provenance_notes(run.manifest)
+    if notes:
+        text = card.read_text(encoding="utf-8")
+        at = text.find("\n## Use\n")
+        at = len(text) if at < 0 else at + 1
+        atomic_write(card, text[:at] + "\n".join(notes) + "\n\n" + text[at:])
     return path, sizes, stats, label_stats
+
+
+def provenance_notes(manifest: RunManifest) -> list[str]:
+    """Card sections (markdown lines) for a shard of a split and for a merge of runs; none for a whole run."""
+    if manifest.shard is not None:
+        shard = Shard.parse(manifest.shard)
+        return [
+            "## Shard",
+            "",
+            f"This run holds shard {shard} of the prompts `{manifest.prompts}`: the prompts whose id's sha256 "
+            f"(first 8 bytes, big-endian) leaves remainder {shard.index - 1} when divided by {shard.count}. "
+            f"Combine the folders of all {shard.count} shards with `cai merge DIR... --out OUT`.",
+        ]
+    if manifest.merged_from is None:
+        return []
+    runs = manifest.merged_from
+    lines = [
+        "## Merged runs",
+        "",
+        f"`cai merge` combined {len(runs)} run{'s' * (len(runs) != 1)} made with the same constitution, "
+        "models, sampling and judge settings:",
+        "",
+        "| run | prompts | shard | rows |",
+        "| --- | --- | --- | ---: |",
+        *(f"| `{r.path}` | `{r.prompts}` | {r.shard or 'all'} | {r.rows} |" for r in runs),
+    ]
+    missing = missing_shards(runs)
+    if missing:
+        lines += ["", f"**Incomplete**: shard{'s' * (len(missing) != 1)} {', '.join(missing)} missing."]
+    return lines
 
 
 def judge_settings(config: GenerateConfig) -> JudgeSettings:

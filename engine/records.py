@@ -7,9 +7,13 @@ row found on its own says how it was made.
 
 from __future__ import annotations
 
+import hashlib
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from engine.backends.base import SamplingParams
 
@@ -65,6 +69,87 @@ class Trajectory(_Record):
         return self.final != self.initial
 
 
+_SHARD = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard ``index`` of ``count`` (counted from 1): the prompts whose id hashes to it.
+
+    A prompt belongs to shard ``I/N`` when the first 8 bytes of the sha256 of
+    its id, read as a big-endian number, leave remainder ``I - 1`` divided by
+    ``N``. Hashing the id (not the prompt's position) keeps a prompt in the
+    same shard when the prompt file is appended to, reordered or filtered; the
+    shards' sizes vary a little around ``1/N`` of the prompts.
+    """
+
+    index: int
+    count: int
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """``"2/4"`` -> ``Shard(2, 4)``.
+
+        Raises:
+            ValueError: Not ``I/N`` with ``1 <= I <= N``; the message says what is expected.
+        """
+        found = _SHARD.fullmatch(text)
+        if found is None:
+            raise ValueError(f"expected I/N, shard I of N counted from 1 (e.g. 2/4), not {text!r}")
+        index, count = int(found.group(1)), int(found.group(2))
+        if count < 1:
+            raise ValueError(f"{text!r}: the number of shards N must be at least 1")
+        if not 1 <= index <= count:
+            raise ValueError(f"{text!r}: shards are counted from 1 to N, so use 1/{count} to {count}/{count}")
+        return cls(index, count)
+
+    def holds(self, prompt_id: str) -> bool:
+        """Whether the prompt with this id belongs to this shard."""
+        digest = hashlib.sha256(prompt_id.encode("utf-8")).digest()
+        return int.from_bytes(digest[:8], "big") % self.count == self.index - 1
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+class MergedRun(_Record):
+    """One run that ``cai merge`` combined into a merged run."""
+
+    path: str = Field(description="The run's folder, as given to cai merge.")
+    prompts: str = Field(description="The run's prompt source.")
+    shard: str | None = Field(default=None, description="The run's shard (I/N), if it was one.")
+    rows: int = Field(description="Trajectories taken from this run.")
+
+    @field_validator("shard")
+    @classmethod
+    def _shard_is_i_of_n(cls, value: str | None) -> str | None:
+        return _check_shard(value)
+
+
+def _check_shard(value: str | None) -> str | None:
+    """A recorded shard: ``I/N`` as :meth:`Shard.parse` reads it, or None."""
+    return None if value is None else str(Shard.parse(value))
+
+
+def missing_shards(runs: Iterable[MergedRun]) -> list[str]:
+    """Shards (``I/N of PROMPTS``) of the splits these runs belong to that none of them is.
+
+    Runs of one prompt source are expected to be shards of one split (the
+    same ``N``); :mod:`engine.merge` refuses anything else before asking.
+    """
+    present: dict[tuple[str, int], set[int]] = {}
+    for run in runs:
+        if run.shard is not None:
+            shard = Shard.parse(run.shard)
+            present.setdefault((run.prompts, shard.count), set()).add(shard.index)
+    return [
+        f"{index}/{count} of {prompts}"
+        for (prompts, count), indices in present.items()
+        for index in range(1, count + 1)
+        if index not in indices
+    ]
+
+
 class RunManifest(_Record):
     """What a run directory holds; a rerun on the same directory must match it to resume."""
 
@@ -77,6 +162,17 @@ class RunManifest(_Record):
     sampling: SamplingParams
     seed: int
     prompts: str
+    shard: str | None = Field(
+        default=None, description="The shard of the prompts (I/N) the run holds; None: all of them."
+    )
+    merged_from: list[MergedRun] | None = Field(
+        default=None, description="The runs `cai merge` made this one from; None: made by `cai generate`."
+    )
+
+    @field_validator("shard")
+    @classmethod
+    def _shard_is_i_of_n(cls, value: str | None) -> str | None:
+        return _check_shard(value)
 
     def differences(self, other: RunManifest) -> list[str]:
         """Human-readable fields in which ``other`` differs from this manifest."""
@@ -87,5 +183,7 @@ class RunManifest(_Record):
                 a, b = mine[key], theirs[key]
                 if key == "constitution":
                     a, b = f"{a['id']} {a['hash'][:12]}", f"{b['id']} {b['hash'][:12]}"
+                elif key == "merged_from":
+                    a, b = (f"a merge of {len(v)} runs" if v else "a generated run" for v in (a, b))
                 out.append(f"{key}: {a} (in the folder) vs {b} (now)")
         return out
