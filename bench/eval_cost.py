@@ -27,7 +27,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="default")
     parser.add_argument("--baseline")
-    parser.add_argument("--prompts", type=int, default=100, help="Prompts per set (red-team and benign).")
+    parser.add_argument("--prompts", type=int, default=100, help="Prompts per set (each builtin set holds 75).")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--judge-principles", type=int, default=1)
     parser.add_argument("--robustness", type=int, default=16)
@@ -55,15 +55,17 @@ def main() -> None:
     t = summary.report.timings
     answers = summary.generated
     tokens = sum(m.generated_tokens for m in summary.report.models)
+    red = sum(m.harmful_compliance.n for m in summary.report.models)
+    benign = sum(m.over_refusal.n for m in summary.report.models)
     scoring = t.judge + t.classifier
     attacks = sum(row.n for row in summary.report.robustness)
-    print(f"{answers} answers ({args.prompts} red-team + {args.prompts} benign per model), {tokens} new tokens")
+    print(f"{answers} answers ({red} red-team + {benign} benign), {tokens} new tokens")
     print(f"{'stage':<22}{'seconds':>9}{'share':>8}{'per item':>12}")
     rows = [
         ("generation", t.generation, answers, "answer"),
         ("pointwise judge", t.judge, answers, "answer"),
-        ("harm classifier", t.classifier, args.prompts, "red-team answer"),
-        ("pairwise judge", t.pairwise, args.prompts * 2 if args.baseline else 0, "pair"),
+        ("harm classifier", t.classifier, red, "red-team answer"),
+        ("pairwise judge", t.pairwise, (red + benign) // 2 if args.baseline else 0, "pair"),
         ("robustness battery", t.robustness, attacks, "attacked answer"),
     ]
     for name, seconds, count, unit in rows:
