@@ -54,6 +54,14 @@ Scoring (an approximation, unlike the ``hf`` backend's exact sums)
     log-probability is the log-sum of its credited alternatives, each plus
     the log-probability of the greedy path before it; the tokens of an
     option after the one that tells the options apart are taken as certain.
+    When the options share at most a short prefix (``"("``), a first token
+    that skips it and starts with an option's distinctive part (``A`` for
+    ``(A)``, ``Yes`` for ``(Yes)``), followed by nothing, the shared ending
+    or punctuation, is credited to that option too: a small chat model
+    served by llama-server mostly answers ``A``/``B`` or opens with a quote
+    of the prompt, and ``(`` alone among its alternatives does not tell
+    which letter would follow it. (Unlike a written verdict, a lone token
+    ``A`` may also be the article of "A response...": an approximation.)
     An option none of whose tokens is among the alternatives gets an upper
     bound: the smaller of the least likely alternative shown and the mass
     not shown. When no option is found at all (the reply starts otherwise
@@ -222,6 +230,7 @@ def option_logprobs(options: Sequence[str], tokens: Sequence[TokenLogprobs]) -> 
         return []
     targets = [option.encode() for option in options]
     shared = common_prefix(targets)
+    bare = _bare_cores(targets, shared)
     credited: list[list[float]] = [[] for _ in options]
     path, path_logprob = b"", 0.0
     floor = -math.inf
@@ -236,6 +245,10 @@ def option_logprobs(options: Sequence[str], tokens: Sequence[TokenLogprobs]) -> 
             for i, target in enumerate(targets):
                 if target.startswith(reply) or reply.startswith(target):
                     credited[i].append(path_logprob + logprob)
+        if bare and not path:  # the first token: one that skips the shared prefix ("A" for "(A)")
+            for text, logprob in alternatives:
+                for i in _bare_matches(text, bare):
+                    credited[i].append(logprob)
         shown = [logprob for _, logprob in alternatives]
         unshown = 1.0 - sum(math.exp(v) for v in shown)
         floor = path_logprob + min(min(shown), math.log(unshown) if unshown > 0 else -math.inf)
@@ -246,6 +259,32 @@ def option_logprobs(options: Sequence[str], tokens: Sequence[TokenLogprobs]) -> 
     if not any(credited):
         return [math.nan] * len(options)
     return [_logsumexp(found) if found else floor for found in credited]
+
+
+_BARE_ENDS = b".,:;!?)]\n\t"
+
+
+def _bare_cores(targets: Sequence[bytes], shared: bytes) -> tuple[bytes, list[bytes]] | None:
+    """The options' shared ending and distinctive parts, when they share a short non-empty prefix (``"("``)."""
+    if len(targets) < 2 or not 0 < len(shared) <= 2:
+        return None
+    suffix = common_prefix([t[len(shared) :][::-1] for t in targets])[::-1]
+    cores = [t[len(shared) : len(t) - len(suffix)].strip() for t in targets]
+    if not all(cores) or len(set(cores)) < len(cores):
+        return None
+    return suffix, cores
+
+
+def _bare_matches(text: bytes, bare: tuple[bytes, list[bytes]]) -> list[int]:
+    """Options whose distinctive part ``text`` starts with, followed by nothing, the shared ending or punctuation."""
+    suffix, cores = bare
+    text = text.lstrip()
+    found = []
+    for i, core in enumerate(cores):
+        after = text[len(core) :]
+        if text.startswith(core) and (not after or (suffix and after.startswith(suffix)) or after[:1] in _BARE_ENDS):
+            found.append(i)
+    return found
 
 
 def common_prefix(items: Sequence[S]) -> S:

