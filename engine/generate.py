@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import constitution as constitution_lib
 from constitution import Constitution
@@ -36,7 +36,7 @@ from engine.critique import LoopSettings, run_loop
 from engine.dataset import RunStats, save_dataset, write_card
 from engine.feedback import Judge, JudgeSettings, LabelStats, LabelTally, judge_trajectories
 from engine.labels import LabelManifest, LabelStore, label_rows
-from engine.prompt_sets import PromptItem, open_prompts
+from engine.prompt_sets import open_prompts
 from engine.records import ConstitutionRef, RunManifest, Shard, missing_shards
 from engine.rundir import RunDir, RunDirError, atomic_write
 
@@ -147,10 +147,10 @@ def generate(config: GenerateConfig, *, progress: bool = True, backends: Backend
         settings = LoopSettings(
             revisions=config.revisions, stop_early=config.stop_early, seed=config.seed, sampling=sampling
         )
-        bar = _progress(todo, progress, "generate")
+        bar = progress_bar(todo, progress, "generate")
         try:
             wanted = (item for item in prompts if item.id not in done and (shard is None or shard.holds(item.id)))
-            for chunk in _chunks(wanted, config.chunk_size):
+            for chunk in chunked(wanted, config.chunk_size):
                 rows = run_loop(chunk, rules, policy, critic, settings)
                 run.append(rows)
                 if judge is not None and labels is not None:
@@ -323,7 +323,7 @@ def _label_existing(
     total: int,
     progress: bool,
 ) -> None:
-    bar = _progress(total, progress, "label")
+    bar = progress_bar(total, progress, "label")
     try:
         update = bar.update if bar is not None else None
         label_rows(labels, run.rows(), judge, rules, labelled=labelled, chunk_size=chunk_size, on_chunk=update)
@@ -332,16 +332,20 @@ def _label_existing(
             bar.close()
 
 
-def _chunks(items: Iterable[PromptItem], size: int) -> Iterator[list[PromptItem]]:
+T = TypeVar("T")
+
+
+def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
     """Consecutive lists of ``size`` items (the last may be shorter), taken as they are needed."""
     iterator = iter(items)
     while chunk := list(islice(iterator, size)):
         yield chunk
 
 
-def _progress(total: int, enabled: bool, desc: str) -> tqdm[None] | None:
+def progress_bar(total: int, enabled: bool, desc: str, unit: str = "row") -> tqdm[None] | None:
+    """A tqdm bar for long work, or None when progress is off."""
     if not enabled:
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="row", desc=desc, dynamic_ncols=True, smoothing=0.1)
+    return tqdm(total=total, unit=unit, desc=desc, dynamic_ncols=True, smoothing=0.1)

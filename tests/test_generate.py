@@ -224,14 +224,14 @@ def test_resume_from_a_file_counts_and_reads_only_what_is_left(tmp_path: Path, m
     totals: list[int] = []
     chunks: list[list[str]] = []
 
-    def progress(total: int, enabled: bool, desc: str) -> None:
+    def progress(total: int, enabled: bool, desc: str, unit: str = "row") -> None:
         totals.append(total)
 
     def recording_loop(items: list[PromptItem], *args: object, **kwargs: object) -> object:
         chunks.append([item.id for item in items])
         return run_loop(items, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(generate_module, "_progress", progress)
+    monkeypatch.setattr(generate_module, "progress_bar", progress)
     monkeypatch.setattr(generate_module, "run_loop", recording_loop)
     rest = generate(config(tmp_path, prompts=str(prompts), limit=None, chunk_size=3), progress=True)
     assert (rest.prompts, rest.skipped, rest.generated, rest.rows) == (11, 4, 7, 11)

@@ -36,7 +36,7 @@ import itertools
 import json
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -64,6 +64,7 @@ from engine.evaluate.report import (
     save_report,
 )
 from engine.feedback import TIE, Judge, JudgeSettings, Pair, PairJudgment
+from engine.generate import chunked, progress_bar
 from engine.metrics import Rate, bootstrap_rate, elo_ratings, group_rates, win_rate
 from engine.prompt_sets import PromptItem, load_prompts
 from engine.refusal import detect_refusal
@@ -295,9 +296,9 @@ def evaluate(config: EvalConfig, *, progress: bool = True, backends: BackendFact
             continue
         backend = judge_backend.get() if config.judge and spec == config.judge_model else backends(spec, **options)
         log = store.answers(spec)
-        bar = _progress(len(todo), progress, f"answers {spec}")
+        bar = progress_bar(len(todo), progress, f"answers {spec}", "answer")
         try:
-            for chunk in _chunks(todo, config.chunk_size):
+            for chunk in chunked(todo, config.chunk_size):
                 completions = backend.generate([p.item.messages for p in chunk], sampling)
                 log.append(scorers.score(chunk, [c.text for c in completions], [c.tokens for c in completions]))
                 generated += len(chunk)
@@ -406,19 +407,6 @@ def _classifier(config: EvalConfig) -> tuple[Any | None, dict[str, Any] | None]:
     return clf, {"used": True, **evaluate_classifier(clf).to_dict()}
 
 
-def _chunks(items: Sequence[EvalPrompt], size: int) -> Iterator[list[EvalPrompt]]:
-    for i in range(0, len(items), size):
-        yield list(items[i : i + size])
-
-
-def _progress(total: int, enabled: bool, desc: str) -> Any:
-    if not enabled or not total:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="answer", desc=desc, dynamic_ncols=True, smoothing=0.1)
-
-
 # ---------------------------------------------------------------- pairwise and robustness
 
 
@@ -449,8 +437,8 @@ def _pairwise(
             for rid, rec in answers[first].items()
             if rec.set in COMPARED_SETS and rid in answers[second] and rid not in have
         ]
-        bar = _progress(len(common), progress, f"pairwise {first} vs {second}")
-        for chunk in _id_chunks(common, config.chunk_size):
+        bar = progress_bar(len(common), progress and bool(common), f"pairwise {first} vs {second}", "pair")
+        for chunk in chunked(common, config.chunk_size):
             batch = []
             for rid in chunk:
                 a, b = answers[first][rid], answers[second][rid]
@@ -485,11 +473,6 @@ def _picked_a(judgment: PairJudgment) -> list[bool]:
     return [o.p_a > 0.5 for o in judgment.judgments if o.p_a is not None and abs(o.p_a - 0.5) > TIE]
 
 
-def _id_chunks(ids: Sequence[str], size: int) -> Iterator[list[str]]:
-    for i in range(0, len(ids), size):
-        yield list(ids[i : i + size])
-
-
 def _robustness(
     config: EvalConfig,
     store: EvalStore,
@@ -504,9 +487,8 @@ def _robustness(
     have = {(r.id, r.attack): r for r in read_all(log)}
     picked = [r for r in answers.values() if r.set == "redteam" and r.judge_violation is not None][: config.robustness]
     todo = [(r, a.id) for r in picked for a in ATTACKS if (r.id, a.id) not in have]
-    bar = _progress(len(todo), progress, "judge robustness")
-    for start in range(0, len(todo), config.chunk_size):
-        chunk = todo[start : start + config.chunk_size]
+    bar = progress_bar(len(todo), progress and bool(todo), "judge robustness", "attack")
+    for chunk in chunked(todo, config.chunk_size):
         attacked = [apply_attack(r.answer, attack) for r, attack in chunk]
         found = pointwise.judge(
             [Answer(r.id, r.messages, text, r.category) for (r, _), text in zip(chunk, attacked, strict=True)]
