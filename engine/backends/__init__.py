@@ -16,6 +16,12 @@ Model specs understood by ``load_backend`` (and by ``--model`` on the CLI):
     ``base_url`` (``--base-url``), else ``$OPENAI_BASE_URL``, else OpenAI's;
     the key comes from ``$CAI_API_KEY`` or ``$OPENAI_API_KEY``. See
     :mod:`engine.backends.openai_compat`.
+``vllm:NAME_OR_PATH``
+    A hub id or model folder run in this process by vLLM on the GPU(s), with
+    prefix caching on (``pip install 'cai-engine[vllm]'``); ``vllm:default`` is
+    the embedded model. Settings come from ``$CAI_VLLM_TP`` (GPUs to split the
+    model over), ``$CAI_VLLM_GPU_MEMORY`` and ``$CAI_VLLM_MAX_MODEL_LEN``. See
+    :mod:`engine.backends.vllm`.
 
 Heavy libraries are imported only when a real model is loaded.
 """
@@ -40,8 +46,10 @@ def load_backend(
     """Create the backend a model spec names (see the module docstring).
 
     Args:
-        spec: ``default``, ``scripted``, ``hf:NAME``, a model folder / hub id, ``openai:NAME[@URL]``.
-        batch_size: Most requests one forward pass takes (for ``openai:``, most requests in flight).
+        spec: ``default``, ``scripted``, ``hf:NAME``, a model folder / hub id, ``openai:NAME[@URL]``,
+            ``vllm:NAME``.
+        batch_size: Most requests one forward pass takes (for ``openai:``, most requests in flight;
+            ``vllm:`` schedules requests itself and ignores it).
         dtype: ``auto`` (bf16 where the hardware supports it), ``bfloat16``,
             ``float16`` or ``float32``.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``...
@@ -58,6 +66,10 @@ def load_backend(
         from engine.backends.openai_compat import from_spec
 
         return from_spec(spec, base_url=base_url, max_concurrency=batch_size)
+    if spec.startswith("vllm:"):
+        from engine.backends.vllm import from_spec as vllm_from_spec
+
+        return vllm_from_spec(spec, dtype=dtype, device=device)
     if spec.startswith(("http://", "https://")):
         raise BackendError(
             f"{spec}: a server address is not a model; use --model openai:NAME --base-url {spec} "
