@@ -614,17 +614,116 @@ def merge(run_dirs: tuple[Path, ...], out: Path, allow_partial: bool, force: boo
 def export_(run_dir: Path, fmt: str, output: Path | None) -> None:
     """Write a run's dataset splits as JSONL or Parquet files (no `datasets` needed to read them).
 
+    Decisions made in `cai review` since the dataset was built are applied
+    first (the dataset is rebuilt).
+
     \b
     Example:
         cai export runs/demo --format parquet
     """
     from engine.dataset import DATASET_DIR, export
+    from engine.review.decisions import REVIEWS
 
-    if not (run_dir / DATASET_DIR).is_dir():
+    dataset, reviews = run_dir / DATASET_DIR, run_dir / REVIEWS
+    if not dataset.is_dir():
         click.echo(f"{run_dir}: no dataset here; run `cai generate --out {run_dir}` first", err=True)
         sys.exit(1)
+    if reviews.exists() and reviews.stat().st_mtime > dataset.stat().st_mtime:
+        _rebuild_with_reviews(run_dir)
     for path in export(run_dir, fmt, output):
         click.echo(f"wrote {path}")
+
+
+def _rebuild_with_reviews(run_dir: Path) -> None:
+    from engine.generate import rebuild_dataset
+    from engine.review.decisions import ReviewError
+    from engine.rundir import RunDirError
+
+    try:
+        path, sizes, stats = rebuild_dataset(run_dir)
+    except (RunDirError, ReviewError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    h = stats.human
+    click.echo(
+        f"dataset rebuilt with {sum(h.values())} review decisions ({h['accept']} accepted, {h['flip']} flipped, "
+        f"{h['drop']} dropped): {sizes['preferences']} pairs in {path}"
+        + (f"; {stats.stale_decisions} stale decisions ignored" if stats.stale_decisions else "")
+    )
+
+
+@cli.command()
+@click.argument("run_dir", metavar="DIR", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on. Anything but loopback lets other machines in (they still need the token).",
+)
+@click.option("--port", type=click.IntRange(0, 65535), default=0, help="Port (default: a free one).")
+@click.option(
+    "--token",
+    envvar="CAI_REVIEW_TOKEN",
+    help="The secret in the page's URL (default: a new random one each start). Env: CAI_REVIEW_TOKEN.",
+)
+def review(run_dir: Path, host: str, port: int, token: str | None) -> None:
+    """Review a run's AI-labelled pairs in a local web page: accept, flip or drop them, add notes.
+
+    Prints the page's URL (it carries a random token; nothing opens by itself)
+    and serves until Ctrl-C. The list filters by category, principle, judge
+    status, judge margin, disagreement between the judge's two orders,
+    unparsed judge output, and review state; a pair's view shows the
+    conversation, each critique, each revision as a diff against the version
+    before, and the judge's probabilities in both orders. Keys: j/k next and
+    previous, a accept, f flip, d drop, u undo, n note.
+
+    Decisions are appended to DIR/reviews.jsonl as you click. When the server
+    stops, the dataset is rebuilt with them: dropped pairs are left out,
+    flipped ones swapped, and `human_label` says what a person decided.
+    `cai judge-eval DIR` then scores the judge against those decisions.
+
+    \b
+    Example:
+        cai review runs/demo
+    """
+    import contextlib
+    import secrets
+    import socket
+
+    import uvicorn
+
+    from engine.review.decisions import ReviewError
+    from engine.review.server import create_app
+    from engine.rundir import RunDirError
+
+    token = token or secrets.token_urlsafe(18)
+    loopback = host in ("127.0.0.1", "localhost", "::1")
+    try:
+        app = create_app(run_dir, token, hosts=("127.0.0.1", "localhost") if loopback else ())
+    except (RunDirError, ReviewError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        click.echo(f"error: cannot listen on {host}:{port}: {exc.strerror}", err=True)
+        sys.exit(1)
+    bound = sock.getsockname()[1]
+    shown = f"[{host}]" if ":" in host else ("127.0.0.1" if host in ("0.0.0.0", "localhost") else host)
+    index = app.state.index
+    click.echo(f"{len(index.entries)} pairs to review ({index.rows} rows) in {run_dir}")
+    click.echo(f"open: http://{shown}:{bound}/?token={token}")
+    if not loopback:
+        click.echo(f"warning: listening on {host}: whoever reaches this machine with the URL can write", err=True)
+    click.echo("Ctrl-C stops the server; the dataset is then rebuilt with your decisions.")
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn stops gracefully, then raises the Ctrl-C it caught again
+        server.run(sockets=[sock])
+    if app.state.decided:
+        _rebuild_with_reviews(run_dir)
 
 
 @cli.command(name="judge-eval")
@@ -690,6 +789,9 @@ def judge_eval(
     A `principle` id per line picks the principle to judge under; without one,
     --judge-principles are sampled. Without FILE, the shipped set is used
     (64 comparisons across the harm categories and helpfulness).
+    FILE may also be a run folder whose pairs people reviewed with `cai
+    review`: the accepted and flipped pairs are the comparisons (agreement of
+    the judge with people).
 
     Every comparison is judged in both orders. The report gives the accuracy
     (orders averaged; a tie counts as wrong), the accuracy with the better
@@ -701,6 +803,7 @@ def judge_eval(
         cai judge-eval
         cai judge-eval my_comparisons.jsonl --model ./judge-model --json report.json
         cai judge-eval --cot --band 0.3 0.7
+        cai judge-eval runs/demo          # against the pairs reviewed in runs/demo
     """
     from pydantic import ValidationError
 

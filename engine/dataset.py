@@ -8,6 +8,11 @@ pair is the judge's chosen and rejected candidate with its soft label
 (``chosen_prob``) and margin, and rows the judge could not separate are left
 out; without a judge, ``chosen`` is the final revision and ``rejected`` the
 initial answer, and ``label_source`` says so.
+
+Decisions people made with ``cai review`` (``reviews.jsonl``) come last and
+win: a dropped pair is left out, an accepted or flipped one is the person's
+order, with ``label_source = human``, ``chosen_prob`` 1 and the decision in
+``human_label`` (``accepted``/``flipped``; empty for pairs nobody reviewed).
 """
 
 from __future__ import annotations
@@ -23,10 +28,13 @@ from typing import TYPE_CHECKING, Any
 from engine.records import RunManifest, Trajectory
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from datasets import Features
 
     from engine.feedback import JudgeSettings, LabelStats
     from engine.labels import PairLabel
+    from engine.review.decisions import Decision
 
 DATASET_DIR = "dataset"
 CARD = "README.md"
@@ -36,14 +44,20 @@ JUDGE_LABEL_SOURCE = "ai_judge"
 """``label_source`` of pairs ordered by the AI-feedback judge."""
 
 
-def preference_row(t: Trajectory, label: PairLabel | None = None) -> dict[str, Any] | None:
+def preference_row(
+    t: Trajectory, label: PairLabel | None = None, decision: Decision | None = None
+) -> dict[str, Any] | None:
     """The pair a trajectory gives, or None when it gives none.
 
     Without a label: final revision over initial answer, None when no round
     changed the answer. With the judge's label: its chosen and rejected
     candidates, None when the judge dropped the row (tie, low margin,
-    unreadable) or had nothing to compare.
+    unreadable) or had nothing to compare. A person's ``decision`` (one that
+    :func:`decision_applies` to ``t``) overrides both: None for a dropped
+    pair, else the person's order.
     """
+    if decision is not None:
+        return _human_row(t, label, decision)
     if label is None:
         if not t.revised:
             return None
@@ -78,6 +92,48 @@ def preference_row(t: Trajectory, label: PairLabel | None = None) -> dict[str, A
         "policy_model": t.models["policy"].get("model", ""),
         "critic_model": t.models["critic"].get("model", ""),
         "source": t.source,
+        "human_label": "",
+        "human_note": "",
+    }
+
+
+def decision_applies(t: Trajectory, decision: Decision) -> bool:
+    """Whether a person's decision is about this trajectory's texts (not those of a run since regenerated)."""
+    from engine.review.decisions import texts_hash
+
+    texts = candidate_texts(t)
+    chosen, rejected = texts.get(decision.chosen_from), texts.get(decision.rejected_from)
+    return chosen is not None and rejected is not None and texts_hash(chosen, rejected) == decision.texts_hash
+
+
+def _human_row(t: Trajectory, label: PairLabel | None, decision: Decision) -> dict[str, Any] | None:
+    from engine.review.decisions import HUMAN_LABEL_SOURCE
+
+    if decision.action not in ("accept", "flip"):
+        return None
+    texts = candidate_texts(t)
+    return {
+        "id": t.id,
+        "prompt": t.prompt,
+        "chosen": [{"role": "assistant", "content": texts[decision.chosen_from]}],
+        "rejected": [{"role": "assistant", "content": texts[decision.rejected_from]}],
+        "label_source": HUMAN_LABEL_SOURCE,
+        "chosen_prob": 1.0,
+        "margin": 1.0,
+        "chosen_from": decision.chosen_from,
+        "rejected_from": decision.rejected_from,
+        "judge_model": label.judge_model if label is not None else "",
+        "judge_principles": list(label.principles) if label is not None else [],
+        "category": t.category or "",
+        "kind": t.kind or "",
+        "principle_ids": [r.principle_id for r in t.rounds if r.changed],
+        "rounds": len(t.rounds),
+        "constitution_hash": t.constitution.hash,
+        "policy_model": t.models["policy"].get("model", ""),
+        "critic_model": t.models["critic"].get("model", ""),
+        "source": t.source,
+        "human_label": decision.human_label,
+        "human_note": decision.note,
     }
 
 
@@ -127,6 +183,8 @@ def _features() -> dict[str, Features]:
                 "policy_model": Value("string"),
                 "critic_model": Value("string"),
                 "source": Value("string"),
+                "human_label": Value("string"),
+                "human_note": Value("string"),
             }
         ),
         "sft": Features(
@@ -142,13 +200,20 @@ def _features() -> dict[str, Features]:
 
 
 def save_dataset(
-    rows: Iterable[tuple[Trajectory, PairLabel | None]], out: Path, *, judged: bool
+    rows: Iterable[tuple[Trajectory, PairLabel | None]],
+    out: Path,
+    *,
+    judged: bool,
+    decisions: Mapping[str, Decision] | None = None,
 ) -> tuple[Path, dict[str, int], RunStats]:
     """Build the ``preferences`` and ``sft`` splits and save them under ``out/dataset``.
 
     ``rows`` are trajectories with the judge's label of each. With ``judged``
     the labels decide the pairs, and a row without a label gives no pair (it is
     counted as unlabelled); without, pairs are final revision over first answer.
+    ``decisions`` (by row id) are what people decided in ``cai review``; they
+    override both, except those about texts the run no longer holds (counted
+    as stale and ignored).
 
     One pass over the rows streams them into Arrow files (memory stays flat
     however long the run) and counts what the card reports; the new dataset
@@ -171,7 +236,16 @@ def save_dataset(
     try:
         for trajectory, label in rows:
             stats.add(trajectory)
-            if not judged:
+            decision = decisions.get(trajectory.id) if decisions else None
+            if decision is not None and not decision_applies(trajectory, decision):
+                stats.stale_decisions += 1
+                decision = None
+            if decision is not None:
+                stats.count_decision(decision, label)
+                if judged and label is None:
+                    stats.unlabelled += 1
+                pair = preference_row(trajectory, label, decision)
+            elif not judged:
                 pair = preference_row(trajectory)
             elif label is not None:
                 pair = preference_row(trajectory, label)
@@ -222,6 +296,14 @@ class RunStats:
     categories: Counter[str] = field(default_factory=Counter)
     unlabelled: int = 0
     """Rows the judge has not labelled yet (only when the run has labels)."""
+    human: Counter[str] = field(default_factory=Counter)
+    """Decisions people made in ``cai review``: accept, flip, drop."""
+    judge_agreed: int = 0
+    """Reviewed pairs the judge had labelled, where the person kept the judge's order."""
+    judge_disagreed: int = 0
+    """... and where the person flipped it."""
+    stale_decisions: int = 0
+    """Decisions about texts the run no longer holds (ignored)."""
 
     def add(self, t: Trajectory) -> None:
         """Count one trajectory."""
@@ -231,6 +313,16 @@ class RunStats:
         self.rounds += len(t.rounds)
         self.principles.update(r.principle_id for r in t.rounds)
         self.categories[t.category or "(none)"] += 1
+
+    def count_decision(self, decision: Decision, label: PairLabel | None) -> None:
+        """Count a person's decision, and whether it agrees with the judge's label of the row."""
+        self.human[decision.action or ""] += 1
+        if label is None or label.status != "labelled" or decision.action == "drop":
+            return
+        if (decision.chosen_from, decision.rejected_from) == (label.chosen_from, label.rejected_from):
+            self.judge_agreed += 1
+        elif (decision.rejected_from, decision.chosen_from) == (label.chosen_from, label.rejected_from):
+            self.judge_disagreed += 1
 
 
 def write_card(
@@ -287,6 +379,7 @@ def write_card(
         f"| `sft` rows | {sizes['sft']} |",
         "",
         *_label_quality(judged, stats),
+        *_human_review(stats),
         "Principles used: " + ", ".join(f"`{k}` {v}" for k, v in used.most_common()) + ".",
         "",
         "Categories: " + ", ".join(f"{k} {v}" for k, v in categories.most_common()) + ".",
@@ -334,6 +427,32 @@ def _label_quality(judged: tuple[str, JudgeSettings, LabelStats] | None, stats: 
     report = judged[2].render()
     unlabelled = f"\n{stats.unlabelled} rows are not labelled yet (run `cai label`)." if stats.unlabelled else ""
     return ["## Label quality", "", "```text", report + unlabelled, "```", ""]
+
+
+def _human_review(stats: RunStats) -> list[str]:
+    reviewed = sum(stats.human.values())
+    if not reviewed and not stats.stale_decisions:
+        return []
+    h = stats.human
+    lines = [
+        "## Human review",
+        "",
+        f"People reviewed {reviewed} pairs with `cai review` (`reviews.jsonl`): {h['accept']} accepted, "
+        f"{h['flip']} flipped, {h['drop']} dropped. Dropped pairs are left out; accepted and flipped pairs are "
+        "in the person's order with `label_source = human`, `chosen_prob` 1 and the decision in `human_label`.",
+    ]
+    judged = stats.judge_agreed + stats.judge_disagreed
+    if judged:
+        lines.append(
+            f"On the {judged} judge-labelled pairs a person accepted or flipped, the judge agreed with the person "
+            f"{stats.judge_agreed} times ({stats.judge_agreed / judged:.0%})."
+        )
+    if stats.stale_decisions:
+        lines.append(
+            f"{stats.stale_decisions} decisions are about texts this run no longer holds (it was regenerated) "
+            "and were ignored."
+        )
+    return [*lines, ""]
 
 
 def export(out: Path, fmt: str, target: Path | None = None) -> list[Path]:

@@ -768,6 +768,9 @@ class LabelledComparison:
 def load_comparisons(source: str | Path) -> list[LabelledComparison]:
     """Read human-labelled comparisons from a JSONL file (``builtin`` for the shipped set).
 
+    A run folder instead gives the pairs people reviewed in it with ``cai review``
+    (:func:`engine.review.decisions.reviewed_comparisons`).
+
     Each line is an object with the conversation as ``prompt`` (text) or
     ``conversation`` / ``messages`` (a list of ``{"role", "content"}``), optional
     ``id``, ``principle`` (a principle id) and ``category``, and the responses in
@@ -783,6 +786,10 @@ def load_comparisons(source: str | Path) -> list[LabelledComparison]:
     """
     path = BUILTIN_COMPARISONS if str(source) == "builtin" else Path(source)
     where = "builtin" if str(source) == "builtin" else str(source)
+    if path.is_dir() and (path / "run.json").exists():
+        from engine.review.decisions import reviewed_comparisons
+
+        return reviewed_comparisons(path)
     try:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:

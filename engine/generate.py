@@ -38,6 +38,7 @@ from engine.feedback import Judge, JudgeSettings, LabelStats, LabelTally, judge_
 from engine.labels import LabelManifest, LabelStore, label_rows
 from engine.prompt_sets import open_prompts
 from engine.records import ConstitutionRef, RunManifest, Shard, missing_shards
+from engine.review.decisions import load_decisions
 from engine.rundir import RunDir, RunDirError, atomic_write
 
 if TYPE_CHECKING:
@@ -244,11 +245,13 @@ def build_dataset(run: RunDir, labels: LabelStore | None) -> tuple[Path, dict[st
     """(Re)build the dataset and card of a run folder from its trajectories and labels."""
     judged = None
     label_stats = None
+    decisions = load_decisions(run.path)
     if labels is None:
-        path, sizes, stats = save_dataset(((t, None) for t in run.rows()), run.path, judged=False)
+        rows = ((t, None) for t in run.rows())
+        path, sizes, stats = save_dataset(rows, run.path, judged=False, decisions=decisions)
     else:
         tally = LabelTally()
-        path, sizes, stats = save_dataset(labels.join(run.rows(), tally), run.path, judged=True)
+        path, sizes, stats = save_dataset(labels.join(run.rows(), tally), run.path, judged=True, decisions=decisions)
         label_stats = tally.stats()
         judged = (labels.manifest.judge, labels.manifest.settings, label_stats)
     card = write_card(run.path, run.manifest, stats, sizes, judged)
@@ -259,6 +262,13 @@ def build_dataset(run: RunDir, labels: LabelStore | None) -> tuple[Path, dict[st
         at = len(text) if at < 0 else at + 1
         atomic_write(card, text[:at] + "\n".join(notes) + "\n\n" + text[at:])
     return path, sizes, stats, label_stats
+
+
+def rebuild_dataset(out: Path) -> tuple[Path, dict[str, int], RunStats]:
+    """Rebuild the dataset and card of a finished run folder (after people reviewed its pairs)."""
+    run = RunDir(out, RunDir.read_manifest(out))
+    path, sizes, stats, _ = build_dataset(run, LabelStore.of_run(out))
+    return path, sizes, stats
 
 
 def provenance_notes(manifest: RunManifest) -> list[str]:

@@ -181,6 +181,21 @@ class LabelStore:
                 )
         return store
 
+    @classmethod
+    def of_run(cls, path: Path) -> LabelStore | None:
+        """The labels already in a run folder, to read (None when the run is not labelled).
+
+        Raises:
+            RunDirError: ``labels.json`` is there but unreadable.
+        """
+        found = path / LABEL_MANIFEST
+        if not found.exists():
+            return None
+        try:
+            return cls(path, LabelManifest.model_validate_json(found.read_text(encoding="utf-8")))
+        except (ValidationError, ValueError):
+            raise RunDirError(f"{found}: not a label manifest this version of cai can read") from None
+
     def existing(self) -> LabelManifest | None:
         """The manifest of the labels already in the folder, if any."""
         found = self.path / LABEL_MANIFEST

@@ -1,0 +1,222 @@
+"""A run's pairs, indexed for the review page: what the list filters on, and each pair's full story.
+
+The index holds a few fields per pair and the byte offsets of its lines in
+``trajectories.jsonl`` and ``labels.jsonl``; the detail view reads those two
+lines back. 50,000 pairs take a few megabytes and a few seconds to index.
+
+A trajectory is a pair to review when it has two different candidates: the
+judge's chosen and rejected answers when the judge labelled it, else the last
+revision that changed the answer over the first answer (what the dataset
+builder pairs without a judge, and what a person can still accept or flip
+when the judge dropped the row as a tie, low-margin or unparsed).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.dataset import candidate_texts
+from engine.labels import LABELS, Label
+from engine.records import Trajectory
+from engine.rundir import TRAJECTORIES, RunDirError
+
+SNIPPET = 160
+"""Characters of the prompt shown in the list."""
+
+
+@dataclass(slots=True)
+class PairEntry:
+    """What the list shows and filters on, for one pair."""
+
+    id: str
+    category: str
+    principles: tuple[str, ...]
+    status: str
+    """The judge's status (labelled, tie, low-margin, unparsed, single) or ``unjudged``."""
+    margin: float | None
+    disagreed: bool
+    unparsed: int
+    chosen_from: str
+    rejected_from: str
+    prompt: str
+    trajectory_at: int
+    label_at: int | None
+
+    def row(self) -> dict[str, Any]:
+        """The list row the page gets."""
+        return {
+            "id": self.id,
+            "category": self.category,
+            "principles": list(self.principles),
+            "status": self.status,
+            "margin": self.margin,
+            "disagreed": self.disagreed,
+            "unparsed": self.unparsed,
+            "snippet": self.prompt[:SNIPPET],
+        }
+
+
+def _lines(path: Path) -> Any:
+    """(byte offset, parsed JSON) of each complete line; a torn last line is skipped."""
+    offset = 0
+    with path.open("rb") as handle:
+        for line in handle:
+            start, offset = offset, offset + len(line)
+            if not line.endswith(b"\n"):
+                return
+            if line.strip():
+                yield start, json.loads(line)
+
+
+def _last_user_turn(prompt: list[dict[str, str]]) -> str:
+    return next((m["content"] for m in reversed(prompt) if m.get("role") == "user"), "")
+
+
+def _default_pair(row: dict[str, Any]) -> tuple[str, str] | None:
+    """Last revision that changed the answer over the first answer; None when none did."""
+    for number in range(len(row["rounds"]), 0, -1):
+        if row["rounds"][number - 1]["changed"]:
+            return f"revision_{number}", "initial"
+    return None
+
+
+class PairIndex:
+    """The reviewable pairs of one run folder, in the order of ``trajectories.jsonl``."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        trajectories = run_dir / TRAJECTORIES
+        if not trajectories.exists():
+            raise RunDirError(f"{run_dir}: no {TRAJECTORIES}; make a run with `cai generate --out {run_dir}`")
+        labels: dict[str, tuple[int, dict[str, Any]]] = {}
+        self.judged = (run_dir / LABELS).exists()
+        if self.judged:
+            labels = {row["id"]: (at, row) for at, row in _lines(run_dir / LABELS)}
+        self.entries: list[PairEntry] = []
+        self.rows = 0
+        try:
+            for at, row in _lines(trajectories):
+                self.rows += 1
+                entry = self._entry(at, row, labels.get(row["id"]))
+                if entry is not None:
+                    self.entries.append(entry)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RunDirError(f"{trajectories}: not a trajectory file this version of cai can read ({exc})") from None
+        self.by_id = {entry.id: entry for entry in self.entries}
+
+    @staticmethod
+    def _entry(at: int, row: dict[str, Any], found: tuple[int, dict[str, Any]] | None) -> PairEntry | None:
+        label_at, label = found if found is not None else (None, None)
+        principles = [r["principle_id"] for r in row["rounds"]]
+        if label is not None and label["chosen_from"] and label["rejected_from"]:
+            pair: tuple[str, str] | None = (label["chosen_from"], label["rejected_from"])
+        else:
+            pair = _default_pair(row)
+        if pair is None:
+            return None
+        if label is not None:
+            principles += [p for p in label["principles"] if p not in principles]
+        comparisons = label["comparisons"] if label is not None else []
+        return PairEntry(
+            id=row["id"],
+            category=row.get("category") or "",
+            principles=tuple(dict.fromkeys(principles)),
+            status=label["status"] if label is not None else "unjudged",
+            margin=label["margin"] if label is not None else None,
+            disagreed=any(c["disagreed"] for c in comparisons),
+            unparsed=sum(c["unparsed"] for c in comparisons),
+            chosen_from=pair[0],
+            rejected_from=pair[1],
+            prompt=_last_user_turn(row["prompt"]),
+            trajectory_at=at,
+            label_at=label_at,
+        )
+
+    def facets(self) -> dict[str, dict[str, int]]:
+        """Values of each filter with their counts: category, principle, status."""
+        out: dict[str, dict[str, int]] = {"category": {}, "principle": {}, "status": {}}
+        for entry in self.entries:
+            out["category"][entry.category] = out["category"].get(entry.category, 0) + 1
+            out["status"][entry.status] = out["status"].get(entry.status, 0) + 1
+            for principle in entry.principles:
+                out["principle"][principle] = out["principle"].get(principle, 0) + 1
+        return {name: dict(sorted(values.items())) for name, values in out.items()}
+
+    def _read(self, name: str, at: int) -> bytes:
+        with (self.run_dir / name).open("rb") as handle:
+            handle.seek(at)
+            return handle.readline()
+
+    def trajectory(self, entry: PairEntry) -> Trajectory:
+        """The full trajectory of a pair."""
+        return Trajectory.model_validate_json(self._read(TRAJECTORIES, entry.trajectory_at))
+
+    def label(self, entry: PairEntry) -> Label | None:
+        """The judge's label of a pair, if the run is judged."""
+        if entry.label_at is None:
+            return None
+        return Label.model_validate_json(self._read(LABELS, entry.label_at))
+
+    def texts(self, entry: PairEntry) -> tuple[str, str]:
+        """The chosen and rejected texts of the pair as the judge (or the pipeline) ordered it."""
+        texts = candidate_texts(self.trajectory(entry))
+        return texts[entry.chosen_from], texts[entry.rejected_from]
+
+
+_TOKEN = re.compile(r"\s+|\w+|[^\w\s]")
+
+
+def word_diff(before: str, after: str) -> list[list[str]]:
+    """``after`` against ``before`` as ``[op, text]`` runs: ``=`` kept, ``-`` removed, ``+`` added."""
+    a, b = _TOKEN.findall(before), _TOKEN.findall(after)
+    out: list[list[str]] = []
+
+    def add(op: str, tokens: list[str]) -> None:
+        if not tokens:
+            return
+        text = "".join(tokens)
+        if out and out[-1][0] == op:
+            out[-1][1] += text
+        else:
+            out.append([op, text])
+
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+        if tag == "equal":
+            add("=", a[i1:i2])
+        else:
+            add("-", a[i1:i2])
+            add("+", b[j1:j2])
+    return out
+
+
+def story(trajectory: Trajectory) -> list[dict[str, Any]]:
+    """The answer's history for the detail view: first answer, then each critique and revision (diffed)."""
+    steps: list[dict[str, Any]] = [{"kind": "answer", "name": "initial", "text": trajectory.initial}]
+    previous = trajectory.initial
+    for number, step in enumerate(trajectory.rounds, start=1):
+        steps.append(
+            {
+                "kind": "critique",
+                "name": f"critique_{number}",
+                "principle": step.principle_id,
+                "text": step.critique,
+                "stopped": step.stopped,
+            }
+        )
+        if step.revision is not None:
+            steps.append(
+                {
+                    "kind": "revision",
+                    "name": f"revision_{number}",
+                    "text": step.revision,
+                    "changed": step.changed,
+                    "diff": word_diff(previous, step.revision),
+                }
+            )
+            previous = step.revision
+    return steps

@@ -1,0 +1,220 @@
+"""The review page's web app (FastAPI): the page, its static files, and a small JSON API.
+
+Every ``/api`` request carries the token that ``cai review`` printed in its URL
+(``X-Review-Token`` header, or ``?token=``): none is 401, a wrong one 403. The
+page itself needs the token in its URL too. Requests whose ``Host`` is not the
+address the server was started on are refused (421), so a web page elsewhere
+cannot reach the server through a DNS name pointed at 127.0.0.1. Answers carry
+a Content-Security-Policy that allows only the page's own script and style:
+model text is inserted as text, never as markup, and even if it were, an
+injected ``<script>`` would not run.
+
+API (JSON)
+    ``GET /api/run``                    run summary, filter values and counts
+    ``GET /api/pairs?…``                one page of the filtered list (``offset``, ``limit`` ≤ 500)
+    ``GET /api/pairs/{id}``             a pair's conversation, critiques, diffs, judge verdicts and decision
+    ``POST /api/pairs/{id}/decision``   ``{"action": accept|flip|drop|clear|note, "revision": N, "note"?: str}``
+"""
+
+from __future__ import annotations
+
+import hmac
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from engine.review.decisions import DecisionLog, ReviewError, as_json
+from engine.review.pairs import PairEntry, PairIndex, story
+
+MAX_PAGE = 500
+MAX_NOTE = 10_000
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+STATIC = {"review.js": "text/javascript", "review.css": "text/css"}
+
+
+class DecisionIn(BaseModel):
+    """A click on the page."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: Literal["accept", "flip", "drop", "clear", "note"]
+    revision: int = Field(ge=0, description="The pair's revision the page showed (0: never decided).")
+    note: str | None = Field(default=None, max_length=MAX_NOTE)
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def _static(name: str) -> Path:
+    return Path(str(resources.files("engine.review") / "static" / name))
+
+
+def create_app(run_dir: Path, token: str, *, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")) -> FastAPI:
+    """The app for one run folder; ``hosts`` are the names the ``Host`` header may carry (empty: any)."""
+    index = PairIndex(run_dir)
+    log = DecisionLog(run_dir)
+    app = FastAPI(title="cai review", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.index, app.state.log, app.state.decided = index, log, 0
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Any) -> Response:
+        host = (request.headers.get("host") or "").rsplit(":", 1)[0].strip("[]")
+        if hosts and host not in hosts and host != "::1":
+            return _error(421, f"this server answers to {', '.join(hosts)} only")
+        if request.url.path.startswith("/api/") or request.url.path == "/":
+            given = request.headers.get("x-review-token") or request.query_params.get("token")
+            if not given:
+                return _error(401, "missing token: open the URL that `cai review` printed")
+            if not hmac.compare_digest(given.encode(), token.encode()):
+                return _error(403, "wrong token: open the URL that `cai review` printed")
+        response: Response = await call_next(request)
+        response.headers["Content-Security-Policy"] = CSP
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
+        return _error(422, f"{where}: {first.get('msg', 'invalid')}" if where else str(first.get("msg", "invalid")))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail))
+
+    @app.get("/", response_class=HTMLResponse)
+    def page() -> HTMLResponse:
+        return HTMLResponse(_static("index.html").read_text(encoding="utf-8"))
+
+    @app.get("/static/{name}")
+    def static(name: str) -> Response:
+        if name not in STATIC:
+            return _error(404, f"no file {name}")
+        return FileResponse(_static(name), media_type=STATIC[name])
+
+    def entry_of(pair_id: str) -> PairEntry:
+        entry = index.by_id.get(pair_id)
+        if entry is None:
+            raise ReviewError(f"no pair {pair_id!r} in this run", status=404)
+        return entry
+
+    @app.exception_handler(ReviewError)
+    async def review_error(request: Request, exc: ReviewError) -> JSONResponse:
+        return _error(exc.status, str(exc))
+
+    @app.get("/api/run")
+    def run() -> dict[str, Any]:
+        return {
+            "run": str(run_dir),
+            "rows": index.rows,
+            "pairs": len(index.entries),
+            "judged": index.judged,
+            "facets": index.facets(),
+            "decisions": log.counts(),
+        }
+
+    @app.get("/api/pairs")
+    def pairs(
+        offset: int = Query(0, ge=0),
+        limit: int = Query(100, ge=1, le=MAX_PAGE),
+        category: str | None = None,
+        principle: str | None = None,
+        status: str | None = None,
+        min_margin: float | None = Query(None, ge=-1, le=1),
+        max_margin: float | None = Query(None, ge=-1, le=1),
+        disagreed: bool | None = None,
+        unparsed: bool | None = None,
+        reviewed: Literal["yes", "no", "accept", "flip", "drop"] | None = None,
+        q: str | None = Query(None, max_length=200),
+    ) -> dict[str, Any]:
+        decided = log.snapshot()
+        needle = q.lower() if q else None
+
+        def keep(e: PairEntry) -> bool:
+            if category is not None and e.category != category:
+                return False
+            if principle is not None and principle not in e.principles:
+                return False
+            if status is not None and e.status != status:
+                return False
+            if (min_margin is not None or max_margin is not None) and e.margin is None:
+                return False
+            if min_margin is not None and e.margin is not None and e.margin < min_margin:
+                return False
+            if max_margin is not None and e.margin is not None and e.margin > max_margin:
+                return False
+            if disagreed is not None and e.disagreed != disagreed:
+                return False
+            if unparsed is not None and (e.unparsed > 0) != unparsed:
+                return False
+            if reviewed is not None:
+                d = decided.get(e.id)
+                action = d.action if d is not None else None
+                if (reviewed == "yes" and action is None) or (reviewed == "no" and action is not None):
+                    return False
+                if reviewed in ("accept", "flip", "drop") and action != reviewed:
+                    return False
+            return needle is None or needle in e.prompt.lower()
+
+        matched = [e for e in index.entries if keep(e)]
+        rows = []
+        for e in matched[offset : offset + limit]:
+            row = e.row()
+            d = decided.get(e.id)
+            row["decision"] = d.action if d is not None else None
+            row["note"] = bool(d.note) if d is not None else False
+            rows.append(row)
+        return {"total": len(matched), "offset": offset, "rows": rows}
+
+    @app.get("/api/pairs/{pair_id}")
+    def pair(pair_id: str) -> dict[str, Any]:
+        entry = entry_of(pair_id)
+        trajectory = index.trajectory(entry)
+        label = index.label(entry)
+        decision, past = log.get(pair_id)
+        texts = {"chosen": index.texts(entry)[0], "rejected": index.texts(entry)[1]}
+        return {
+            **entry.row(),
+            "prompt": trajectory.prompt,
+            "chosen_from": entry.chosen_from,
+            "rejected_from": entry.rejected_from,
+            "texts": texts,
+            "story": story(trajectory),
+            "judge": None
+            if label is None
+            else {
+                "model": label.judge_model,
+                "chosen_prob": label.chosen_prob,
+                "comparisons": [c.model_dump(exclude={"judgments"}) for c in label.comparisons],
+            },
+            "decision": as_json(decision),
+            "history": [as_json(d) for d in past],
+        }
+
+    @app.post("/api/pairs/{pair_id}/decision")
+    def decide(pair_id: str, body: DecisionIn) -> dict[str, Any]:
+        entry = entry_of(pair_id)
+        decision = log.decide(
+            pair_id,
+            body.action,
+            revision=body.revision,
+            shown=(entry.chosen_from, entry.rejected_from),
+            texts=index.texts(entry),
+            note=body.note,
+        )
+        app.state.decided += 1
+        return {"decision": as_json(decision), "counts": log.counts()}
+
+    return app
