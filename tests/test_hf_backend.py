@@ -13,6 +13,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -25,7 +26,7 @@ pytest.importorskip("transformers")
 from engine.backends import BackendError, load_backend  # noqa: E402
 from engine.backends import default_model as dm  # noqa: E402
 from engine.backends.base import Chat, SamplingParams, ScoreRequest  # noqa: E402
-from engine.backends.hf import HFBackend, resolve_device, resolve_dtype  # noqa: E402
+from engine.backends.hf import CPU_BATCH_TOKENS, HFBackend, kv_token_budget, resolve_device, resolve_dtype  # noqa: E402
 from tests.models import tiny_model_dir  # noqa: E402
 
 GREEDY = SamplingParams(max_new_tokens=8, temperature=0)
@@ -354,3 +355,14 @@ def test_default_model_answers(default_backend: HFBackend) -> None:
     assert "Paris" in out[0].text
     (right, wrong), *_ = default_backend.score([ScoreRequest(chats[0], ("Paris", "Berlin"))])
     assert right > wrong
+
+
+def test_the_batch_token_budget_is_4096_on_the_cpu_and_follows_free_memory_on_a_gpu(tiny_dir: Path) -> None:
+    assert HFBackend(str(tiny_dir), device="cpu").max_batch_tokens == CPU_BATCH_TOKENS
+    assert HFBackend(str(tiny_dir), device="cpu", max_batch_tokens=512).max_batch_tokens == 512
+    # SmolLM2-135M's shape: 30 layers, 3 KV heads of 64 dims: 23,040 bytes of bf16 KV cache per token.
+    smol = SimpleNamespace(num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3, hidden_size=576)
+    assert kv_token_budget(smol, torch.bfloat16, 23_040 * 4 * 10_000) == 10_000
+    assert kv_token_budget(smol, torch.float32, 23_040 * 4 * 10_000) == 5_000
+    assert kv_token_budget(smol, torch.bfloat16, 200 * 2**30) == 2**20  # capped
+    assert kv_token_budget(smol, torch.bfloat16, 2**20) == CPU_BATCH_TOKENS  # floor
