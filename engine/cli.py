@@ -704,7 +704,7 @@ def review(run_dir: Path, host: str, port: int, token: str | None) -> None:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # with the protocol, asyncio sets NODELAY
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))

@@ -240,6 +240,9 @@ def save_dataset(
             if decision is not None and not decision_applies(trajectory, decision):
                 stats.stale_decisions += 1
                 decision = None
+            note = decision.note if decision is not None else ""
+            if decision is not None and decision.action is None:  # a note only: the pair stays as it was
+                decision = None
             if decision is not None:
                 stats.count_decision(decision, label)
                 if judged and label is None:
@@ -253,6 +256,7 @@ def save_dataset(
                 pair = None
                 stats.unlabelled += 1
             if pair is not None:
+                pair["human_note"] = note
                 writers["preferences"].write(pair)
             writers["sft"].write(sft_row(trajectory))
         counts = {split: writer.finalize()[0] for split, writer in writers.items()}

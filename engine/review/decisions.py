@@ -100,11 +100,11 @@ def _read(path: Path) -> Iterator[Decision]:
 
 
 def load_decisions(run_dir: Path) -> dict[str, Decision]:
-    """The decision in force for each reviewed pair (cleared pairs are left out)."""
+    """The state in force for each pair a person touched: a decision, or only a note (cleared ones are left out)."""
     latest: dict[str, Decision] = {}
     for decision in _read(run_dir / REVIEWS):
         latest[decision.id] = decision
-    return {key: d for key, d in latest.items() if d.action is not None}
+    return {key: d for key, d in latest.items() if d.action is not None or d.note}
 
 
 class DecisionLog:
@@ -240,7 +240,7 @@ def reviewed_comparisons(run_dir: Path) -> list[LabelledComparison]:
     out = []
     for t in JsonlLog(run_dir / TRAJECTORIES, Trajectory, "trajectory").rows():
         decision = decisions.get(t.id)
-        if decision is None or decision.action == "drop" or not decision_applies(t, decision):
+        if decision is None or decision.action in (None, "drop") or not decision_applies(t, decision):
             continue
         texts = candidate_texts(t)
         chosen, rejected = texts[decision.chosen_from], texts[decision.rejected_from]

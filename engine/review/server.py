@@ -121,7 +121,7 @@ def create_app(run_dir: Path, token: str, *, hosts: tuple[str, ...] = ("127.0.0.
             "rows": index.rows,
             "pairs": len(index.entries),
             "judged": index.judged,
-            "facets": index.facets(),
+            "facets": index.facets,
             "decisions": log.counts(),
         }
 

@@ -105,8 +105,10 @@ async function select(i) {
   state.current = i;
   mark();
   try {
-    state.pair = await api(`/api/pairs/${encodeURIComponent(state.rows[i].id)}`);
-    renderPair(state.pair);
+    const pair = await api(`/api/pairs/${encodeURIComponent(state.rows[i].id)}`);
+    if (state.current !== i) return; // another pair was picked while this one loaded
+    state.pair = pair;
+    renderPair(pair);
   } catch (error) { toast(error.message); }
 }
 
@@ -164,6 +166,7 @@ async function decide(action) {
   try {
     const result = await api(`/api/pairs/${encodeURIComponent(p.id)}/decision`, { method: "POST", body: JSON.stringify(body) });
     showCounts(result.counts);
+    p.decision = result.decision; // keys pressed before the next pair loads act on this state, not a stale one
     const row = state.rows[state.current];
     if (row && row.id === p.id) { row.decision = result.decision.action; row.note = Boolean(result.decision.note); }
     const i = state.current;
