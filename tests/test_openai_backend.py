@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ import pytest
 from click.testing import CliRunner
 
 from engine.backends import BackendError, SamplingParams, ScoreRequest, load_backend
+from engine.backends.llama_server import free_port
 from engine.backends.openai_compat import (
     OpenAIBackend,
     TokenLogprobs,
@@ -78,12 +78,6 @@ def make(server: FakeOpenAIServer) -> Iterator[Callable[..., OpenAIBackend]]:
 
 def chats(n: int) -> list[list[dict[str, str]]]:
     return [[{"role": "user", "content": f"Question {i}?"}] for i in range(n)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 GREEDY = SamplingParams(max_new_tokens=64, temperature=0)
