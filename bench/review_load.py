@@ -30,17 +30,17 @@ import json
 import random
 import resource
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
+
+from engine.review.server import BackgroundServer, create_app
 
 TOKEN = "bench-token"
 CHROMIUM_ARGS = [
@@ -265,8 +265,6 @@ def _rss_mb() -> float:
 
 def child_index(run_dir: Path) -> None:
     """(In a fresh process) build the app and print its time and memory as JSON."""
-    from engine.review.server import create_app
-
     before = _rss_mb()
     start = time.perf_counter()
     app = create_app(run_dir, TOKEN)
@@ -296,36 +294,14 @@ def index_in_child(run_dir: Path) -> dict[str, float]:
 # --- the page in Chromium -------------------------------------------------------------------------------------------
 
 
-class Server:
-    """The review app under uvicorn in a thread, on a free loopback port, served as `cai review` serves it."""
+class Server(BackgroundServer):
+    """The review app under uvicorn in a thread, on a free loopback port, on the socket `cai review` makes."""
 
-    def __init__(self, run_dir: Path, nodelay: bool = False) -> None:
-        import uvicorn
-
-        from engine.review.server import create_app
-
+    def __init__(self, run_dir: Path) -> None:
         start = time.perf_counter()
-        self.app = create_app(run_dir, TOKEN)
+        app = create_app(run_dir, TOKEN)
         self.index_seconds = time.perf_counter() - start
-        # As `cai review` makes it (protocol 0: asyncio then leaves Nagle on), or as TCP (asyncio sets TCP_NODELAY).
-        proto = socket.IPPROTO_TCP if nodelay else 0
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, proto)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", access_log=False))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-        self.thread.start()
-        while not self.server.started:
-            time.sleep(0.01)
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-        self.sock.close()
+        super().__init__(app)
 
 
 # Before the page's own script: note when the list stamp first appears and the frame after it.
@@ -436,11 +412,6 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=500)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--chromium", default="/usr/bin/chromium")
-    parser.add_argument(
-        "--nodelay",
-        action="store_true",
-        help="Serve on a socket made with IPPROTO_TCP (TCP_NODELAY on) instead of the one `cai review` makes.",
-    )
     parser.add_argument("--keep", type=Path, help="Write the runs here and keep them (default: a temporary folder).")
     parser.add_argument("--child-index", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -466,7 +437,7 @@ def main() -> None:
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS)
         for name in sizes:
-            server = Server(root / name, nodelay=args.nodelay)
+            server = Server(root / name)
             measure_page(browser, server, 1, category)  # warm-up: first page of a fresh server, JIT, caches
             results[name] = measure_page(browser, server, args.repeat, category)
             results[name].update(measure_api(server, args.repeat, category))
@@ -489,7 +460,7 @@ def main() -> None:
     print(f"{'RSS after (MB)':<44}{s_large['rss_after_mb']:>14.0f}{s_small['rss_after_mb']:>14.0f}")
     print(f"{'peak RSS (MB)':<44}{s_large['peak_mb']:>14.0f}{s_small['peak_mb']:>14.0f}")
 
-    socket_kind = "TCP_NODELAY on (--nodelay)" if args.nodelay else "the socket `cai review` makes"
+    socket_kind = "the socket `cai review` makes"
     print(
         f"\npage in headless Chromium {version}, median ms of {args.repeat} fresh pages (after one warm-up), "
         f"served on {socket_kind}"

@@ -688,12 +688,11 @@ def review(run_dir: Path, host: str, port: int, token: str | None) -> None:
     """
     import contextlib
     import secrets
-    import socket
 
     import uvicorn
 
     from engine.review.decisions import ReviewError
-    from engine.review.server import create_app
+    from engine.review.server import create_app, listen
     from engine.rundir import RunDirError
 
     token = token or secrets.token_urlsafe(18)
@@ -703,11 +702,8 @@ def review(run_dir: Path, host: str, port: int, token: str | None) -> None:
     except (RunDirError, ReviewError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # with the protocol, asyncio sets NODELAY
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((host, port))
+        sock = listen(host, port)
     except OSError as exc:
         click.echo(f"error: cannot listen on {host}:{port}: {exc.strerror}", err=True)
         sys.exit(1)

@@ -12,9 +12,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,13 +20,12 @@ import pytest
 
 pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
 
-import uvicorn
 from click.testing import CliRunner
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from engine.cli import cli
 from engine.records import Trajectory
-from engine.review.server import create_app
+from engine.review.server import BackgroundServer, create_app
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -49,32 +45,15 @@ pytestmark = [
 ]
 
 
-class ReviewServer:
-    """The review app of one run folder, served by uvicorn in a thread on a free 127.0.0.1 port."""
+class ReviewServer(BackgroundServer):
+    """The review app of one run folder, served in a thread on a free 127.0.0.1 port."""
 
     def __init__(self, run_dir: Path) -> None:
-        self.app = create_app(run_dir, TOKEN)
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", access_log=False))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the review server did not start")
-            time.sleep(0.01)
+        super().__init__(create_app(run_dir, TOKEN))
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/?token={TOKEN}"
-
-    def stop(self) -> None:
-        if self.thread.is_alive():
-            self.server.should_exit = True
-            self.thread.join(10)
-        self.sock.close()
+        return f"{self.base}/?token={TOKEN}"
 
 
 @pytest.fixture(scope="session")
