@@ -33,7 +33,7 @@ the server, the converted Hugging Face folder for `hf`):
    gets), and each client run is compared with the mean of the bare runs
    just before and after it (a linear drift of the machine cancels out).
 
-The defaults take about 5 minutes on 2 CPU cores, most of it prompt
+The defaults take about 6 minutes on 2 CPU cores, most of it prompt
 processing of the critique and revision prompts (300-650 tokens each) and
 the `hf` run.
 
@@ -41,7 +41,7 @@ Absolute figures depend on the machine and on anything else running on it:
 compare the ratios of one run.
 
     python bench/serve_throughput.py [--prompts 8] [--requests 16] [--max-new-tokens 32] [--source mixed]
-                                     [--in-flight 8] [--hf-batch-size 8] [--reps 2]
+                                     [--in-flight 8] [--hf-batch-size 8] [--reps 4]
 """
 
 from __future__ import annotations
@@ -248,7 +248,7 @@ def main() -> int:
     parser.add_argument("--hf-batch-size", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2, help="llama-server -t")
     parser.add_argument("--context", type=int, default=8192, help="llama-server -c (shared by the slots)")
-    parser.add_argument("--reps", type=int, default=2, help="client runs per in-flight count (bare runs: one more)")
+    parser.add_argument("--reps", type=int, default=4, help="client runs per in-flight count (bare runs: one more)")
     args = parser.parse_args()
 
     try:
