@@ -3,7 +3,7 @@
 The index holds a few fields per pair and the byte offsets of its lines in
 ``trajectories.jsonl`` and ``labels.jsonl``; the detail view reads those two
 lines back. Indexing reads both files once: 50,000 pairs (340 MB of JSONL)
-take about 10 s on two CPU cores (``bench/review_load.py``).
+take about 7 s and 78 MB on two CPU cores (``bench/review_load.py``).
 
 A trajectory is a pair to review when it has two different candidates: the
 judge's chosen and rejected answers when the judge labelled it, else the last
