@@ -28,11 +28,38 @@ Heavy libraries are imported only when a real model is loaded.
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 from engine.backends.base import Backend, Chat, Completion, SamplingParams, ScoreRequest
 
 
 class BackendError(Exception):
     """A model could not be loaded or used; the message says what to do."""
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def locate_model(model: str) -> str:
+    """Check a local model folder (or accept a hub id) and return what a loader should get.
+
+    Raises:
+        BackendError: A file, a folder without ``config.json``, or a path that does not exist.
+    """
+    path = Path(model).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise BackendError(f"{model}: not a model folder (it is a file)")
+        if not (path / "config.json").is_file():
+            raise BackendError(
+                f"{model}: this folder holds no model (no config.json); "
+                "point at a folder written by save_pretrained or by `cai train`"
+            )
+        return str(path)
+    if path.is_absolute() or model.startswith((".", "~")) or not _HUB_ID.match(model):
+        raise BackendError(f"{model}: no such model folder")
+    return model
 
 
 def load_backend(
@@ -91,4 +118,13 @@ def load_backend(
     return HFBackend(spec.removeprefix("hf:"), batch_size=batch_size, dtype=dtype, device=device)
 
 
-__all__ = ["Backend", "BackendError", "Chat", "Completion", "SamplingParams", "ScoreRequest", "load_backend"]
+__all__ = [
+    "Backend",
+    "BackendError",
+    "Chat",
+    "Completion",
+    "SamplingParams",
+    "ScoreRequest",
+    "load_backend",
+    "locate_model",
+]

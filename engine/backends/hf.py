@@ -31,9 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import re
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any, cast
 
 import torch
@@ -48,7 +46,7 @@ from transformers import (
     StopStringCriteria,
 )
 
-from engine.backends import BackendError
+from engine.backends import BackendError, locate_model
 from engine.backends.base import Backend, Chat, Completion, SamplingParams, ScoreRequest
 
 DTYPES: dict[str, torch.dtype] = {
@@ -64,8 +62,6 @@ DTYPES: dict[str, torch.dtype] = {
 
 _LOGITS_BUDGET = 1 << 27
 """Most logits (elements) one scoring pass keeps: 512 MiB in fp32."""
-
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
 def resolve_device(device: str) -> torch.device:
@@ -154,24 +150,6 @@ def _quiet_loading() -> Iterator[None]:
             hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
 
 
-def _locate(model: str) -> str:
-    """Check a local folder (or accept a hub id) and return what ``from_pretrained`` should get."""
-    path = Path(model).expanduser()
-    if path.exists():
-        if not path.is_dir():
-            raise BackendError(f"{model}: not a model folder (it is a file)")
-        if not (path / "config.json").is_file():
-            raise BackendError(
-                f"{model}: this folder holds no model (no config.json); "
-                "point at a folder written by save_pretrained or by `cai train`"
-            )
-        return str(path)
-    looks_like_path = path.is_absolute() or model.startswith((".", "~")) or not _HUB_ID.match(model)
-    if looks_like_path:
-        raise BackendError(f"{model}: no such model folder")
-    return model
-
-
 class HFBackend(Backend):
     """A causal LM loaded with transformers (a local folder or a hub id).
 
@@ -210,7 +188,7 @@ class HFBackend(Backend):
         self.batch_size = batch_size
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
-        source = _locate(model)
+        source = locate_model(model)
         self.tokenizer = self._load_tokenizer(source)
         self.model = self._load_model(source)
         self.max_batch_tokens = max_batch_tokens or self._token_budget()

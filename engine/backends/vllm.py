@@ -55,12 +55,10 @@ Scoring (exact, like the ``hf`` backend's)
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
-from engine.backends import BackendError
+from engine.backends import BackendError, locate_model
 from engine.backends.base import Backend, Chat, Completion, SamplingParams, ScoreRequest
 
 INSTALL_HINT = "pip install 'cai-engine[vllm]' (on a machine with a GPU that vLLM supports)"
@@ -82,8 +80,6 @@ DTYPES = {
     "float": "float32",
 }
 """Our ``--dtype`` names as vLLM's ``dtype`` values."""
-
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -115,23 +111,6 @@ def _env_fraction(name: str, default: float) -> float:
     if not 0 < value <= 1:
         raise BackendError(f"${name}={raw!r}: a share of GPU memory, above 0 and at most 1 (e.g. 0.85)")
     return value
-
-
-def _locate(model: str) -> str:
-    """Check a local folder (or accept a hub id) and return what vLLM should load."""
-    path = Path(model).expanduser()
-    if path.exists():
-        if not path.is_dir():
-            raise BackendError(f"{model}: not a model folder (it is a file)")
-        if not (path / "config.json").is_file():
-            raise BackendError(
-                f"{model}: this folder holds no model (no config.json); "
-                "point at a folder written by save_pretrained or by `cai train`"
-            )
-        return str(path)
-    if path.is_absolute() or model.startswith((".", "~")) or not _HUB_ID.match(model):
-        raise BackendError(f"{model}: no such model folder")
-    return model
 
 
 def continuation_ids(
@@ -212,7 +191,7 @@ class VLLMBackend(Backend):
         self.gpu_memory_utilization = gpu_memory_utilization or _env_fraction(ENV_GPU_MEMORY, DEFAULT_GPU_MEMORY)
         self.max_model_len = max_model_len or _env_int(ENV_MAX_MODEL_LEN, None, minimum=1)
         self._vllm = _import_vllm()
-        source = _locate(model)
+        source = locate_model(model)
         self.vllm_version = str(getattr(self._vllm, "__version__", "unknown"))
         kwargs: dict[str, Any] = {
             "model": source,

@@ -127,9 +127,9 @@ def resolve_model(spec: str) -> tuple[str, str]:
             from engine.backends.default_model import DEFAULT_MODEL_NAME, default_model_path
 
             return str(default_model_path()), DEFAULT_MODEL_NAME
-        from engine.backends.hf import _locate
+        from engine.backends import locate_model
 
-        source = _locate(spec.removeprefix("hf:"))
+        source = locate_model(spec.removeprefix("hf:"))
     except BackendError as exc:
         raise TrainError(str(exc)) from None
     return source, spec.removeprefix("hf:")
