@@ -38,6 +38,12 @@ class BackendError(Exception):
     """A model could not be loaded or used; the message says what to do."""
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none), for short error messages."""
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
@@ -125,6 +131,7 @@ __all__ = [
     "Completion",
     "SamplingParams",
     "ScoreRequest",
+    "first_line",
     "load_backend",
     "locate_model",
 ]

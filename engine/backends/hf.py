@@ -46,8 +46,9 @@ from transformers import (
     StopStringCriteria,
 )
 
-from engine.backends import BackendError, locate_model
+from engine.backends import BackendError, first_line, locate_model
 from engine.backends.base import Backend, Chat, Completion, SamplingParams, ScoreRequest
+from engine.backends.tokens import continuation_ids, cut_at_stop, render_chat
 
 DTYPES: dict[str, torch.dtype] = {
     "bfloat16": torch.bfloat16,
@@ -131,11 +132,6 @@ def _token_ids(value: object) -> set[int]:
     return {int(v) for v in cast(Sequence[int], value)}
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
-
-
 @contextlib.contextmanager
 def _quiet_loading() -> Iterator[None]:
     """Hide transformers' per-load progress bars (the CLI prints its own progress)."""
@@ -207,7 +203,7 @@ class HFBackend(Backend):
             with _quiet_loading():
                 tokenizer = AutoTokenizer.from_pretrained(source)
         except Exception as exc:
-            raise BackendError(f"{self.model_ref}: cannot load the tokenizer: {_first_line(exc)}") from None
+            raise BackendError(f"{self.model_ref}: cannot load the tokenizer: {first_line(exc)}") from None
         if not getattr(tokenizer, "chat_template", None):
             raise BackendError(
                 f"{self.model_ref}: the tokenizer has no chat template; use an instruction-tuned (chat) model"
@@ -225,7 +221,7 @@ class HFBackend(Backend):
                 model = AutoModelForCausalLM.from_pretrained(source, dtype=self.dtype)
             model = model.to(self.device)  # type: ignore[arg-type]  # transformers' .to overloads
         except Exception as exc:
-            raise BackendError(f"{self.model_ref}: cannot load the model: {_first_line(exc)}") from None
+            raise BackendError(f"{self.model_ref}: cannot load the model: {first_line(exc)}") from None
         model.eval()
         # Sampling is fully described by SamplingParams: drop the checkpoint's sampling defaults
         # (top_k, repetition_penalty...) and keep only its special tokens. Generation stops at any
@@ -267,11 +263,7 @@ class HFBackend(Backend):
 
     def render(self, chat: Chat) -> str:
         """The chat as the model sees it, ending with the assistant's generation prompt."""
-        try:
-            text = self.tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
-        except Exception as exc:
-            raise BackendError(f"{self.name}: the chat template rejected a conversation: {_first_line(exc)}") from None
-        return cast(str, text)
+        return render_chat(self.tokenizer, chat, self.name)
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of each text, with no special tokens added (chat templates write their own)."""
@@ -357,32 +349,13 @@ class HFBackend(Backend):
         ended = torch.isin(new, self._ends).nonzero()
         count = int(ended[0, 0]) if len(ended) else int(new.shape[0])
         text = cast(str, self.tokenizer.decode(new[:count].tolist(), skip_special_tokens=True))
-        cut = min((pos for s in stops if (pos := text.find(s)) >= 0), default=-1)
-        if cut >= 0:
-            text = text[:cut]
-        return Completion(text=text.strip(), tokens=count)
+        return Completion(text=cut_at_stop(text, stops).strip(), tokens=count)
 
     # ----------------------------------------------------------------- score
 
     def option_ids(self, prompt: str, prompt_ids: Sequence[int], options: Sequence[str]) -> list[list[int]]:
-        """The token ids of each option as it continues ``prompt``.
-
-        They are the tokens of ``prompt + option`` after the prompt's own tokens;
-        where the tokenizer merges across the boundary (the prompt's tokens are
-        not a prefix), the option is tokenized on its own instead.
-        """
-        fulls = self.encode([prompt + o for o in options])
-        alone = self.encode(options)
-        n = len(prompt_ids)
-        out: list[list[int]] = []
-        for option, full, own in zip(options, fulls, alone, strict=True):
-            if not option:
-                out.append([])
-            elif len(full) > n and full[:n] == list(prompt_ids):
-                out.append(full[n:])
-            else:
-                out.append(own)
-        return out
+        """The token ids of each option as it continues ``prompt`` (see :func:`continuation_ids`)."""
+        return continuation_ids(self.encode, prompt, prompt_ids, options)
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[list[float]]:
         texts = [self.render(r.chat) for r in requests]

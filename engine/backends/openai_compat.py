@@ -99,7 +99,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
-from engine.backends import BackendError
+from engine.backends import BackendError, first_line
 from engine.backends.base import Backend, Chat, Completion, SamplingParams, ScoreRequest
 
 if TYPE_CHECKING:
@@ -180,11 +180,6 @@ def _import_httpx() -> Any:
 def _snippet(text: str) -> str:
     text = text.strip()
     return repr(text[:_SNIPPET] + ("..." if len(text) > _SNIPPET else ""))
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -586,7 +581,7 @@ class OpenAIBackend(Backend):
             except lib.TimeoutException as exc:
                 failure = f"no reply within {self.timeout:g} s ({type(exc).__name__})"
             except lib.TransportError as exc:
-                failure = f"connection failed ({type(exc).__name__}: {_first_line(exc)})"
+                failure = f"connection failed ({type(exc).__name__}: {first_line(exc)})"
             else:
                 status = response.status_code
                 if status == 200:

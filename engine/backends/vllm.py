@@ -55,11 +55,12 @@ Scoring (exact, like the ``hf`` backend's)
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from engine.backends import BackendError, locate_model
+from engine.backends import BackendError, first_line, locate_model
 from engine.backends.base import Backend, Chat, Completion, SamplingParams, ScoreRequest
+from engine.backends.tokens import continuation_ids, cut_at_stop, render_chat
 
 INSTALL_HINT = "pip install 'cai-engine[vllm]' (on a machine with a GPU that vLLM supports)"
 ENV_TP = "CAI_VLLM_TP"
@@ -80,11 +81,6 @@ DTYPES = {
     "float": "float32",
 }
 """Our ``--dtype`` names as vLLM's ``dtype`` values."""
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
 
 
 def _env_int(name: str, default: int | None, minimum: int) -> int | None:
@@ -111,30 +107,6 @@ def _env_fraction(name: str, default: float) -> float:
     if not 0 < value <= 1:
         raise BackendError(f"${name}={raw!r}: a share of GPU memory, above 0 and at most 1 (e.g. 0.85)")
     return value
-
-
-def continuation_ids(
-    encode: Callable[[Sequence[str]], list[list[int]]], prompt: str, prompt_ids: Sequence[int], options: Sequence[str]
-) -> list[list[int]]:
-    """The token ids of each option as it continues ``prompt`` (the rule of ``HFBackend.option_ids``).
-
-    They are the tokens of ``prompt + option`` after the prompt's own tokens;
-    where the tokenizer merges across the boundary (the prompt's tokens are
-    not a prefix), the option is tokenized on its own instead. ``encode``
-    maps a list of texts to their token ids (no special tokens added).
-    """
-    fulls = encode([prompt + o for o in options])
-    alone = encode(options)
-    n = len(prompt_ids)
-    out: list[list[int]] = []
-    for option, full, own in zip(options, fulls, alone, strict=True):
-        if not option:
-            out.append([])
-        elif len(full) > n and full[:n] == list(prompt_ids):
-            out.append(list(full[n:]))
-        else:
-            out.append(list(own))
-    return out
 
 
 def _import_vllm() -> Any:
@@ -206,7 +178,7 @@ class VLLMBackend(Backend):
             self.llm = self._vllm.LLM(**kwargs)
         except Exception as exc:
             raise BackendError(
-                f"{model}: vLLM cannot load the model: {_first_line(exc)} (vLLM needs a GPU it supports; "
+                f"{model}: vLLM cannot load the model: {first_line(exc)} (vLLM needs a GPU it supports; "
                 f"out of GPU memory: lower ${ENV_MAX_MODEL_LEN}, raise ${ENV_GPU_MEMORY} or split the model "
                 f"over more GPUs with ${ENV_TP})"
             ) from None
@@ -231,11 +203,7 @@ class VLLMBackend(Backend):
 
     def render(self, chat: Chat) -> str:
         """The chat as the model sees it, ending with the assistant's generation prompt."""
-        try:
-            text = self.tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
-        except Exception as exc:
-            raise BackendError(f"{self.name}: the chat template rejected a conversation: {_first_line(exc)}") from None
-        return str(text)
+        return render_chat(self.tokenizer, chat, self.name)
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of each text, with no special tokens added (chat templates write their own)."""
@@ -251,7 +219,7 @@ class VLLMBackend(Backend):
             outputs = self.llm.generate(prompts, sampling_params=params, use_tqdm=False)
         except ValueError as exc:  # e.g. a prompt longer than max_model_len
             raise BackendError(
-                f"{self.name}: vLLM rejected a request: {_first_line(exc)} (the longest prompt plus reply "
+                f"{self.name}: vLLM rejected a request: {first_line(exc)} (the longest prompt plus reply "
                 f"vLLM takes is set by ${ENV_MAX_MODEL_LEN})"
             ) from None
         result = list(outputs)
@@ -290,11 +258,7 @@ class VLLMBackend(Backend):
         special = set(getattr(self.tokenizer, "all_special_ids", ()) or ())
         if ended_by_eos and token_ids and token_ids[-1] in special:
             count -= 1
-        text = str(output.text)
-        cut = min((pos for s in stops if (pos := text.find(s)) >= 0), default=-1)
-        if cut >= 0:
-            text = text[:cut]
-        return Completion(text=text.strip(), tokens=count)
+        return Completion(text=cut_at_stop(str(output.text), stops).strip(), tokens=count)
 
     # ----------------------------------------------------------------- score
 
@@ -358,4 +322,4 @@ def from_spec(spec: str, *, dtype: str = "auto", device: str = "auto") -> VLLMBa
     return VLLMBackend(model, dtype=dtype, device=device)
 
 
-__all__ = ["ENV_GPU_MEMORY", "ENV_MAX_MODEL_LEN", "ENV_TP", "VLLMBackend", "continuation_ids", "from_spec"]
+__all__ = ["ENV_GPU_MEMORY", "ENV_MAX_MODEL_LEN", "ENV_TP", "VLLMBackend", "from_spec"]

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from engine.backends import first_line
 from engine.train.data import TrainData, preference_data, sft_data
 from engine.train.recipes import Recipe, TrainError, build_config, lora_config, read_recipe
 
@@ -135,11 +136,6 @@ def resolve_model(spec: str) -> tuple[str, str]:
     return source, spec.removeprefix("hf:")
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
-
-
 def load_model(source: str, name: str, dtype: Any) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a causal LM and its tokenizer for training.
 
@@ -151,13 +147,13 @@ def load_model(source: str, name: str, dtype: Any) -> tuple[PreTrainedModel, Pre
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
     except Exception as exc:
-        raise TrainError(f"{name}: cannot load the tokenizer: {_first_line(exc)}") from None
+        raise TrainError(f"{name}: cannot load the tokenizer: {first_line(exc)}") from None
     if not getattr(tokenizer, "chat_template", None):
         raise TrainError(f"{name}: the tokenizer has no chat template; cai datasets are chats: use a chat model")
     try:
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
     except Exception as exc:
-        raise TrainError(f"{name}: cannot load the model: {_first_line(exc)}") from None
+        raise TrainError(f"{name}: cannot load the model: {first_line(exc)}") from None
     return model, tokenizer
 
 
@@ -395,7 +391,7 @@ def make_trainer(options: TrainOptions, plan: Plan, callbacks: list[Any] | None 
     except TrainError:
         raise
     except (ValueError, ImportError, NotImplementedError) as exc:  # TRL's and transformers' refusals of settings
-        raise TrainError(f"the trainer refused the settings: {_first_line(exc)}") from None
+        raise TrainError(f"the trainer refused the settings: {first_line(exc)}") from None
     return trainer, name
 
 
