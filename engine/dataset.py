@@ -56,9 +56,19 @@ def preference_row(
     :func:`decision_applies` to ``t``) overrides both: None for a dropped
     pair, else the person's order.
     """
+    human_label, human_note = "", ""
     if decision is not None:
-        return _human_row(t, label, decision)
-    if label is None:
+        from engine.review.decisions import HUMAN_LABEL_SOURCE
+
+        if decision.action not in ("accept", "flip"):
+            return None
+        texts = candidate_texts(t)
+        chosen, rejected, source = texts[decision.chosen_from], texts[decision.rejected_from], HUMAN_LABEL_SOURCE
+        chosen_from, rejected_from, prob, margin = decision.chosen_from, decision.rejected_from, 1.0, 1.0
+        judge = label.judge_model if label is not None else ""
+        judge_principles = list(label.principles) if label is not None else []
+        human_label, human_note = decision.human_label, decision.note
+    elif label is None:
         if not t.revised:
             return None
         chosen, rejected, source = t.final, t.initial, LABEL_SOURCE
@@ -92,8 +102,8 @@ def preference_row(
         "policy_model": t.models["policy"].get("model", ""),
         "critic_model": t.models["critic"].get("model", ""),
         "source": t.source,
-        "human_label": "",
-        "human_note": "",
+        "human_label": human_label,
+        "human_note": human_note,
     }
 
 
@@ -104,37 +114,6 @@ def decision_applies(t: Trajectory, decision: Decision) -> bool:
     texts = candidate_texts(t)
     chosen, rejected = texts.get(decision.chosen_from), texts.get(decision.rejected_from)
     return chosen is not None and rejected is not None and texts_hash(chosen, rejected) == decision.texts_hash
-
-
-def _human_row(t: Trajectory, label: PairLabel | None, decision: Decision) -> dict[str, Any] | None:
-    from engine.review.decisions import HUMAN_LABEL_SOURCE
-
-    if decision.action not in ("accept", "flip"):
-        return None
-    texts = candidate_texts(t)
-    return {
-        "id": t.id,
-        "prompt": t.prompt,
-        "chosen": [{"role": "assistant", "content": texts[decision.chosen_from]}],
-        "rejected": [{"role": "assistant", "content": texts[decision.rejected_from]}],
-        "label_source": HUMAN_LABEL_SOURCE,
-        "chosen_prob": 1.0,
-        "margin": 1.0,
-        "chosen_from": decision.chosen_from,
-        "rejected_from": decision.rejected_from,
-        "judge_model": label.judge_model if label is not None else "",
-        "judge_principles": list(label.principles) if label is not None else [],
-        "category": t.category or "",
-        "kind": t.kind or "",
-        "principle_ids": [r.principle_id for r in t.rounds if r.changed],
-        "rounds": len(t.rounds),
-        "constitution_hash": t.constitution.hash,
-        "policy_model": t.models["policy"].get("model", ""),
-        "critic_model": t.models["critic"].get("model", ""),
-        "source": t.source,
-        "human_label": decision.human_label,
-        "human_note": decision.note,
-    }
 
 
 def candidate_texts(t: Trajectory) -> dict[str, str]:
