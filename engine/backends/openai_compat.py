@@ -108,6 +108,15 @@ if TYPE_CHECKING:
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 KEY_VARIABLES = ("CAI_API_KEY", "OPENAI_API_KEY")
 """Environment variables that hold the API key, first found wins."""
+ENVIRONMENT = (
+    *KEY_VARIABLES,
+    "OPENAI_BASE_URL",
+    "CAI_OPENAI_TIMEOUT",
+    "CAI_OPENAI_MAX_RETRIES",
+    "CAI_OPENAI_BACKOFF",
+    "CAI_OPENAI_SCORE",
+)
+"""Every environment variable this backend reads (tests clear them)."""
 
 ScoreMode = Literal["logprobs", "parse"]
 T = TypeVar("T")
