@@ -32,6 +32,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from engine.dataset import candidate_texts
 from engine.review.decisions import DecisionLog, ReviewError, as_json
 from engine.review.pairs import PairEntry, PairIndex, story
 
@@ -207,7 +208,8 @@ def create_app(run_dir: Path, token: str, *, hosts: tuple[str, ...] = ("127.0.0.
         trajectory = index.trajectory(entry)
         label = index.label(entry)
         decision, past = log.get(pair_id)
-        texts = {"chosen": index.texts(entry)[0], "rejected": index.texts(entry)[1]}
+        candidates = candidate_texts(trajectory)
+        texts = {"chosen": candidates[entry.chosen_from], "rejected": candidates[entry.rejected_from]}
         return {
             **entry.row(),
             "prompt": trajectory.prompt,
