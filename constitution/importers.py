@@ -30,8 +30,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from constitution.errors import ConstitutionError, Problem
-from constitution.schema import SCHEMA_VERSION, Constitution, Example
+from constitution.errors import ConstitutionError, Problem, field_path
+from constitution.schema import SCHEMA_VERSION, Constitution, Example, hidden_character
 
 FORMATS = ("critique-revision", "constitutions", "comparisons")
 
@@ -113,8 +113,17 @@ def import_file(
     try:
         return Constitution.model_validate(document), warnings
     except ValidationError as exc:
-        problems = [Problem(str(path), f"{e['msg']} (at {'.'.join(map(str, e['loc']))})") for e in exc.errors()]
+        problems = [_problem(str(path), e, principles) for e in exc.errors()]
         raise ConstitutionError(problems) from None
+
+
+def _problem(file: str, err: Any, principles: list[dict[str, Any]]) -> Problem:
+    """A validation error of the imported document, said in terms of the input file's entries."""
+    loc = tuple(err["loc"])
+    message = str(err["msg"]).removeprefix("Value error, ")
+    if len(loc) > 1 and loc[0] == "principles" and isinstance(loc[1], int) and loc[1] < len(principles):
+        message += f" (imported principle {principles[loc[1]]['id']!r})"
+    return Problem(file, message, field=field_path(loc))
 
 
 def _read_json(path: Path) -> Any:
@@ -209,5 +218,8 @@ def _slug(text: str) -> str:
 
 
 def _title(text: str, limit: int = 60) -> str:
-    first = re.split(r"(?<=[.?!])\s", text.strip(), maxsplit=1)[0]
+    """The first sentence of a text, on one line, cut to ``limit`` characters: a title for review."""
+    first = " ".join(re.split(r"(?<=[.?!])\s", text.strip(), maxsplit=1)[0].split())
+    while (found := hidden_character(first, one_line=True)) is not None:  # invisible: a title may not hold them
+        first = first[: found[0]] + first[found[0] + 1 :]
     return first if len(first) <= limit else first[: limit - 1].rstrip() + "…"

@@ -18,7 +18,7 @@ from pydantic_core import ErrorDetails
 
 from constitution.errors import ConstitutionError, Problem, did_you_mean, field_path
 from constitution.schema import SCHEMA_VERSION, Constitution, Include, Principle, Templates
-from constitution.yamlfile import Loc, read_yaml
+from constitution.yamlfile import Loc, read_yaml, suffix_hint
 
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "principles"
 YAML_SUFFIXES = (".yaml", ".yml")
@@ -49,24 +49,28 @@ def exists(path: Path) -> bool:
         return False
 
 
-def builtin_path(name: str) -> Path:
+def builtin_path(name: str, folder: Path | None = None) -> Path:
     """The file of a builtin constitution.
 
+    Args:
+        name: The builtin's name.
+        folder: Where a file of this name would be (for a hint when ``NAME.yaml`` is there).
+
     Raises:
-        ConstitutionError: No builtin has this name (with a "did you mean").
+        ConstitutionError: No builtin has this name (with a "did you mean", or the file meant).
     """
     path = BUILTIN_DIR / f"{name}.yaml"
-    if path.exists():
+    if "/" not in name and "\\" not in name and exists(path):
         return path
     names = builtin_names()
-    raise ConstitutionError(
-        [
-            Problem(
-                name,
-                f"no such file, nor a builtin constitution{did_you_mean(name, names)} (builtins: {', '.join(names)})",
-            )
-        ]
-    )
+    hint = suffix_hint((folder or Path()) / name, name)
+    if hint:
+        message = f"no builtin constitution {name!r}{hint}"
+    elif len(Path(name).parts) > 1:
+        message = f"no such file: a path needs its .yaml or .yml suffix (builtins: {', '.join(names)})"
+    else:
+        message = f"no such file, nor a builtin constitution{did_you_mean(name, names)} (builtins: {', '.join(names)})"
+    raise ConstitutionError([Problem(name, message)])
 
 
 def load(source: str | Path) -> Constitution:
@@ -82,7 +86,23 @@ def load(source: str | Path) -> Constitution:
     Raises:
         ConstitutionError: Every problem found, each with file, line and field.
     """
-    return _load(resolve_source(source), ())
+    composed = _load(resolve_source(source), ())
+    if composed.templates:
+        _check_templates(composed)
+    return composed
+
+
+def _check_templates(composed: Constitution) -> None:
+    """Render each custom template for every principle it will be used with."""
+    from constitution.templating import check_for_principles  # jinja2 costs ~40 ms: only when needed
+
+    templates = composed.templates.model_dump(exclude_none=True) if composed.templates else {}
+    problems = []
+    for kind, message in check_for_principles(templates, composed.principles):
+        file, line = composed.template_source(kind) or (composed.id, None)
+        problems.append(Problem(file, message, line, f"templates.{kind}"))
+    if problems:
+        raise ConstitutionError(problems)
 
 
 def dump(constitution: Constitution) -> str:
@@ -122,7 +142,7 @@ def _load(path: Path, stack: tuple[Path, ...]) -> Constitution:
     data, lines = read_yaml(path, name)
     if not isinstance(data, dict):
         raise ConstitutionError(
-            [Problem(name, f"the file must be a mapping (id:, name:, principles: ...), not a {_kind(data)}", 1)]
+            [Problem(name, f"the file must be a mapping (id:, name:, principles: ...), not {_kind(data)}", 1)]
         )
     try:
         parsed = Constitution.model_validate(data)
@@ -133,7 +153,10 @@ def _load(path: Path, stack: tuple[Path, ...]) -> Constitution:
     problems: list[Problem] = []
     principles: list[Principle] = []
     sources: dict[str, str] = {}
+    brought_by: dict[str, int] = {}  # principle id -> the include entry it came through
+    targets: dict[int, str] = {}  # include entry -> the file it names
     templates: dict[str, str] = {}
+    template_sources: dict[str, tuple[str, int | None]] = {}
     me = path.resolve()
     for i, entry in enumerate(parsed.include):
         where = Problem(name, "", lines.get(("include", i)), f"include[{i}]")
@@ -142,12 +165,13 @@ def _load(path: Path, stack: tuple[Path, ...]) -> Constitution:
         except ConstitutionError as exc:
             problems.append(_at(where, exc.problems[0].message))
             continue
+        targets[i] = _display(target)
         if target.resolve() in (*stack, me):
             chain = " -> ".join(_display(p) for p in (*stack, me, target.resolve()))
             problems.append(_at(where, f"include cycle: {chain}"))
             continue
         if not exists(target):
-            problems.append(_at(where, f"included file not found: {_display(target)}"))
+            problems.append(_at(where, f"included file not found: {_display(target)}{suffix_hint(target, entry.path)}"))
             continue
         try:
             included = _load(target, (*stack, me))
@@ -159,17 +183,23 @@ def _load(path: Path, stack: tuple[Path, ...]) -> Constitution:
         for kind, value in unknown:
             ids = [p.id for p in included.principles]
             problems.append(_at(where, f"{kind}: no principle {value!r} in {included.id}{did_you_mean(value, ids)}"))
+        # (earlier include, its file, this file) -> the ids that come a second time: one problem each
+        twice: dict[tuple[int, str, str], list[str]] = {}
         for p in picked:
+            source = included.source_of(p.id) or _display(target)
             if p.id in sources:
-                problems.append(
-                    _at(where, f"principle id {p.id!r} comes from both {sources[p.id]} and {included.source_of(p.id)}")
-                )
+                twice.setdefault((brought_by[p.id], sources[p.id], source), []).append(p.id)
                 continue
-            sources[p.id] = included.source_of(p.id) or _display(target)
+            sources[p.id] = source
+            brought_by[p.id] = i
             principles.append(p)
+        for (earlier, first, second), ids in twice.items():
+            problems.append(_at(where, _twice(ids, first, second, earlier, targets[earlier])))
         if included.templates:
             for key, value in included.templates.model_dump(exclude_none=True).items():
-                templates.setdefault(key, value)
+                if key not in templates:
+                    templates[key] = value
+                    template_sources[key] = included.template_source(key) or (_display(target), None)
 
     for i, p in enumerate(parsed.hand_down_examples().principles):
         if p.id in sources:
@@ -188,7 +218,9 @@ def _load(path: Path, stack: tuple[Path, ...]) -> Constitution:
         raise ConstitutionError(problems)
 
     if parsed.templates:
-        templates.update(parsed.templates.model_dump(exclude_none=True))
+        for key, value in parsed.templates.model_dump(exclude_none=True).items():
+            templates[key] = value
+            template_sources[key] = (name, lines.get(("templates", key)))
     composed = parsed.model_copy(
         update={
             "include": [],
@@ -200,13 +232,45 @@ def _load(path: Path, stack: tuple[Path, ...]) -> Constitution:
     if not composed.principles:
         raise ConstitutionError([Problem(name, "the composed constitution has no principles left", 1)])
     composed._sources = sources
+    composed._template_sources = template_sources
     return composed
 
 
+def _twice(ids: list[str], first: str, second: str, earlier: int, earlier_target: str) -> str:
+    """One message for all the principle ids that an include brings a second time.
+
+    Args:
+        ids: The ids.
+        first: The file they already came from, through include ``earlier`` (which names ``earlier_target``).
+        second: The file this include brings them from.
+    """
+    shown = ", ".join(repr(i) for i in ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
+    through = f"include[{earlier}]" + ("" if _same_file(earlier_target, first) else f" ({earlier_target})")
+    if _same_file(first, second):
+        what = f"its principle {shown} is" if len(ids) == 1 else f"its {len(ids)} principles ({shown}) are"
+        return (
+            f"{second} is included twice: {what} already there through {through}; "
+            "remove one of the includes, or make their select/exclude pick different principles"
+        )
+    what = (
+        f"principle id {shown} of {second} already comes"
+        if len(ids) == 1
+        else (f"{len(ids)} principle ids of {second} ({shown}) already come")
+    )
+    return (
+        f"{what} from {first} through {through}; ids must be unique: "
+        "rename them in one file, or leave them out with exclude"
+    )
+
+
+def _same_file(a: str, b: str) -> bool:
+    return a == b or Path(a).resolve() == Path(b).resolve()
+
+
 def _include_path(entry: Include, including: Path) -> Path:
-    if Path(entry.path).suffix in YAML_SUFFIXES:
+    if Path(entry.path).suffix.lower() in YAML_SUFFIXES:
         return including.parent / entry.path
-    return builtin_path(entry.path)
+    return builtin_path(entry.path, including.parent)
 
 
 def _select(included: Constitution, entry: Include) -> tuple[list[Principle], list[tuple[str, str]]]:
@@ -239,9 +303,11 @@ def _display(path: Path) -> str:
 
 
 def _kind(value: Any) -> str:
-    return {dict: "mapping", list: "list", str: "text", int: "number", float: "number", bool: "boolean"}.get(
-        type(value), type(value).__name__
-    )
+    """What a YAML value is, with its article: "a mapping", "a list", "nothing (an empty value)"."""
+    kinds = {dict: "a mapping", list: "a list", str: "a text", int: "a number", float: "a number", bool: "a boolean"}
+    if value is None:
+        return "nothing (an empty value)"
+    return kinds.get(type(value), f"a {type(value).__name__}")
 
 
 def _problem(name: str, err: ErrorDetails, lines: dict[Loc, int]) -> Problem:
@@ -249,23 +315,37 @@ def _problem(name: str, err: ErrorDetails, lines: dict[Loc, int]) -> Problem:
     loc: Loc = tuple(err["loc"])
     kind = err["type"]
     message = err["msg"].removeprefix("Value error, ")
+    value = err["input"]
     if kind == "duplicate_id":
         loc = (*loc, err["ctx"]["index"], "id")
     elif kind == "missing":
         message = "required field is missing"
+        if loc == ("schema_version",):
+            message += f"; the file should start with schema_version: {SCHEMA_VERSION}"
     elif kind == "extra_forbidden":
         key = str(loc[-1])
         message = f"unknown field {key!r}{did_you_mean(key, _fields_at(loc[:-1]))}"
-    elif kind == "string_type" and isinstance(err["input"], int | float | bool):
-        message = f"expected text but got the {_kind(err['input'])} {err['input']!r}; put it in quotes"
+    elif kind == "string_type" and isinstance(value, int | float | bool):
+        shown = str(value).lower() if isinstance(value, bool) else repr(value)
+        message = f"expected text but got the {_kind(value).removeprefix('a ')} {shown}; put it in quotes"
+    elif kind == "string_type" and value is None:
+        message = "has no value; write the text after the colon"
+    elif kind == "string_too_short":
+        message = "must not be empty"
+    elif kind == "too_short" and loc[-1:] == ("tags",):
+        message = "needs at least one tag (`cai principles tags` lists them)"
+    elif kind == "too_short" and loc[-1:] == ("conversation",):
+        message = "needs at least two messages: a user message and the assistant response that is critiqued"
     elif kind == "literal_error" and loc == ("schema_version",):
-        message = (
-            f"unsupported schema_version {err['input']!r}; this version of cai reads schema_version {SCHEMA_VERSION}"
-        )
+        message = f"unsupported schema_version {value!r}; this version of cai reads schema_version {SCHEMA_VERSION}"
+    elif kind == "literal_error" and loc[-1:] == ("role",):
+        message = f"unknown role {value!r}; a message's role is 'system', 'user' or 'assistant'"
+    elif kind in ("dict_type", "model_type", "model_attributes_type") and len(loc) == 2 and loc[0] == "include":
+        message = f"expected a builtin name, a path ending in .yaml, or a mapping with path:, got {_kind(value)}"
     elif kind in ("dict_type", "model_type", "model_attributes_type"):
-        message = f"expected a mapping (key: value lines), got a {_kind(err['input'])}"
+        message = f"expected a mapping (key: value lines), got {_kind(value)}"
     elif kind == "list_type":
-        message = f"expected a list (lines starting with '-'), got a {_kind(err['input'])}"
+        message = f"expected a list (lines starting with '-'), got {_kind(value)}"
     line = next((lines[loc[:n]] for n in range(len(loc), -1, -1) if loc[:n] in lines), None)
     return Problem(name, message, line, field_path(loc))
 

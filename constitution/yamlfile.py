@@ -46,7 +46,7 @@ def read_yaml(path: Path, label: str | None = None) -> tuple[Any, dict[Loc, int]
 
     try:
         if not path.exists():
-            raise fail("file not found")
+            raise fail(f"file not found{suffix_hint(path, name)}")
         if path.is_dir():
             raise fail("is a folder, not a file")
         if not path.is_file():
@@ -67,6 +67,25 @@ def read_yaml(path: Path, label: str | None = None) -> tuple[Any, dict[Loc, int]
             line,
         ) from None
     return parse_yaml(text, name)
+
+
+def suffix_hint(path: Path, written: str | None = None) -> str:
+    """``"; parts/base.yaml exists: write the name with its .yaml suffix"`` when ``path`` lacks one that a file has.
+
+    Args:
+        path: The path that does not exist.
+        written: The name as the user wrote it (default: ``path``).
+    """
+    if path.suffix.lower() in (".yaml", ".yml"):
+        return ""
+    for suffix in (".yaml", ".yml"):
+        try:
+            found = path.with_name(path.name + suffix).is_file()
+        except (OSError, ValueError):  # an empty name, a name too long, a NUL byte
+            found = False
+        if found:
+            return f"; {written or path}{suffix} exists: write the name with its {suffix} suffix"
+    return ""
 
 
 def parse_yaml(text: str, name: str) -> tuple[Any, dict[Loc, int]]:

@@ -30,7 +30,66 @@ SAMPLE_CRITIQUE = "(the critic's reply to the critique prompt above goes here)"
 SAMPLE_REVISION = "(the policy's reply to the revision prompt above goes here)"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+_USER_ERRORS = (
+    ("constitution.errors", "ConstitutionError"),
+    ("engine.config", "ConfigError"),
+    ("engine.prompt_sets", "PromptSetError"),
+    ("engine.rundir", "RunDirError"),
+    ("engine.backends", "BackendError"),
+    ("engine.merge", "MergeError"),
+    ("engine.review.decisions", "ReviewError"),
+    ("engine.train.recipes", "TrainError"),
+    ("engine.evaluate.report", "ReportError"),
+    ("engine.feedback", "JudgeDataError"),
+)
+"""Errors that mean bad input and carry a message for the user, wherever a command lets one through."""
+
+
+def _user_error(exc: BaseException) -> bool:
+    for module, name in _USER_ERRORS:
+        loaded = sys.modules.get(module)
+        if loaded is not None and isinstance(exc, getattr(loaded, name)):
+            return True
+    return False
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line for a failed file operation: which file, what went wrong, what to do."""
+    import errno
+
+    where = f"{exc.filename}: " if exc.filename else ""
+    reason = exc.strerror or str(exc)
+    if exc.errno == errno.ENOSPC or exc.errno == errno.EDQUOT:
+        advice = "free some space, then run the same command again (what was finished is kept)"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        advice = "choose a folder you can write to (e.g. another --out), or fix its permissions"
+    else:
+        advice = "check the path and run the same command again"
+    return f"{where}{reason}; {advice}"
+
+
+class _Commands(click.Group):
+    """The ``cai`` group: bad input a command did not catch still ends in one line, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        import errno
+
+        try:
+            return super().invoke(ctx)
+        except OSError as exc:
+            if exc.errno == errno.EPIPE:  # `cai ... | head`: the reader left; nothing to say
+                sys.stderr.close()
+                sys.exit(1)
+            click.echo(f"error: {describe_os_error(exc)}", err=True)
+            sys.exit(1)
+        except Exception as exc:
+            if not _user_error(exc):
+                raise
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="cai-engine", prog_name="cai")
 def cli() -> None:
     """Constitutional AI self-critique engine.
@@ -81,6 +140,7 @@ def validate(paths: tuple[str, ...], quiet: bool) -> None:
     """
     from constitution import ConstitutionError, Problem, iter_files, load
     from constitution.loader import exists, resolve_source
+    from constitution.yamlfile import suffix_hint
 
     files: list[Path] = []
     problems: list[Problem] = []
@@ -91,7 +151,7 @@ def validate(paths: tuple[str, ...], quiet: bool) -> None:
             problems.extend(exc.problems)
             continue
         if not exists(path):
-            problems.append(Problem(raw, "no such file or folder"))
+            problems.append(Problem(raw, f"no such file or folder{suffix_hint(path, raw)}"))
             continue
         found = list(iter_files([path]))
         if not found:
@@ -143,6 +203,7 @@ def show(source: str, principle_id: str | None, render: bool, prompt: str | None
         cai principles show my.yaml --render --prompt "How do I pick a lock?" --response "..."
     """
     from constitution import ConstitutionError, load
+    from constitution.schema import show_hidden
 
     try:
         constitution = load(source)
@@ -153,7 +214,7 @@ def show(source: str, principle_id: str | None, render: bool, prompt: str | None
         try:
             selected = [constitution.principle(principle_id)]
         except KeyError as exc:
-            click.echo(f"{source}: {exc.args[0]}", err=True)
+            click.echo(show_hidden(f"{source}: {exc.args[0]}"), err=True)
             sys.exit(1)
     if render:
         for p in selected:
@@ -165,16 +226,19 @@ def show(source: str, principle_id: str | None, render: bool, prompt: str | None
 
 
 def _summarise(c: Constitution) -> None:
-    click.secho(f"{c.name} ({c.id}) version {c.version}", bold=True)
+    # every text is printed through show_hidden: a control or bidi character never reaches the terminal raw
+    from constitution.schema import show_hidden as shown
+
+    click.secho(shown(f"{c.name} ({c.id}) version {c.version}", multiline=False), bold=True)
     click.echo(f"sha256 {c.content_hash}")
-    click.echo(c.description.strip())
+    click.echo(shown(c.description.strip()))
     sources = Counter(c.source_of(p.id) for p in c.principles)
     origin = ", ".join(f"{n} from {s}" for s, n in sources.items())
-    click.echo(f"\n{len(c.principles)} principles ({origin}):")
+    click.echo(shown(f"\n{len(c.principles)} principles ({origin}):"))
     width = max(len(p.id) for p in c.principles)
     for p in c.principles:
         examples = f"  [{len(p.examples)} ex]" if p.examples else ""
-        click.echo(f"  {p.id:<{width}}  w={p.weight:<4g} {p.title}{examples}")
+        click.echo(shown(f"  {p.id:<{width}}  w={p.weight:<4g} {p.title}{examples}", multiline=False))
         click.secho(f"  {'':<{width}}  tags: {', '.join(p.tags)}", dim=True)
     tags = Counter(t for p in c.principles for t in p.tags)
     click.echo("\ntags: " + ", ".join(f"{t} {n}" for t, n in sorted(tags.items())))
@@ -183,45 +247,46 @@ def _summarise(c: Constitution) -> None:
 
 
 def _describe(c: Constitution, p: Principle) -> None:
-    click.secho(f"{p.id}: {p.title}", bold=True)
-    click.echo(f"from {c.source_of(p.id)}; tags {', '.join(p.tags)}; weight {p.weight:g}")
+    from constitution.schema import show_hidden as shown
+
+    click.secho(shown(f"{p.id}: {p.title}", multiline=False), bold=True)
+    click.echo(shown(f"from {c.source_of(p.id)}; tags {', '.join(p.tags)}; weight {p.weight:g}", multiline=False))
     for label, text in (
         ("critique request", p.critique_request),
         ("revision request", p.revision_request),
         ("comparison question", p.comparison_question),
     ):
         click.secho(f"\n{label}:", bold=True)
-        click.echo(text.strip())
+        click.echo(shown(text.strip()))
     for i, ex in enumerate(p.examples, 1):
         click.secho(f"\nexample {i} ({'revised' if ex.needs_change else 'nothing to change'}):", bold=True)
         for m in ex.conversation:
-            click.echo(f"  {m.role}: {m.content.strip()}")
-        click.echo(f"  critique: {ex.critique.strip()}")
+            click.echo(shown(f"  {m.role}: {m.content.strip()}"))
+        click.echo(shown(f"  critique: {ex.critique.strip()}"))
         if ex.needs_change:
-            click.echo(f"  revision: {ex.revised.strip()}")
+            click.echo(shown(f"  revision: {ex.revised.strip()}"))
 
 
 def _render(c: Constitution, p: Principle, prompt: str | None, response: str | None) -> None:
+    from constitution import ConstitutionError
+    from constitution.schema import show_hidden
     from engine.prompts import comparison_prompt, critique_prompt, revision_prompt
 
     conversation = [{"role": "user", "content": prompt}] if prompt else SAMPLE_CONVERSATION
     answer = response or SAMPLE_RESPONSE
-    import jinja2
-
-    try:
+    try:  # the path of a real run: a custom template that fails (for --prompt, say) is a ConstitutionError
         steps = {
             "critique": critique_prompt(p, conversation, answer, c),
             "revision": revision_prompt(p, conversation, answer, SAMPLE_CRITIQUE, c),
             "judge": comparison_prompt(p, conversation, answer, SAMPLE_REVISION, c),
         }
-    except jinja2.TemplateError as exc:  # custom templates are checked when loaded; this is a last guard
-        click.echo(f"{c.id}: a custom template failed to render for principle {p.id}: {exc}", err=True)
-        sys.exit(1)
+    except ConstitutionError as exc:
+        _fail(exc)
     for step, chat in steps.items():
         click.secho(f"===== {step} prompt · principle {p.id} =====", bold=True)
         for message in chat:
             click.secho(f"[{message['role']}]", fg="cyan")
-            click.echo(message["content"])
+            click.echo(show_hidden(message["content"]))
         click.echo()
 
 
@@ -367,6 +432,10 @@ def _check_shard(ctx: click.Context, param: click.Parameter, value: str | None) 
         raise click.BadParameter(str(exc), ctx, param) from None
 
 
+def _note(message: str) -> None:
+    click.echo(message, err=True)
+
+
 def _backends(base_url: str | None) -> Callable[..., Any]:
     """``load_backend`` with the server of ``openai:NAME`` models filled in."""
     import functools
@@ -378,7 +447,13 @@ def _backends(base_url: str | None) -> Callable[..., Any]:
 
 @cli.command()
 @click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), help="Output folder (required).")
-@click.option("--model", default="default", show_default=True, help="Policy model: default, a folder or a hub id.")
+@click.option(
+    "--model",
+    default="default",
+    show_default=True,
+    help="Policy model: default (the embedded SmolLM2-135M), a folder, a hub id, openai:NAME, vllm:NAME, "
+    "or scripted (a deterministic fake, no model: try the pipeline or test in seconds).",
+)
 @_base_url_option
 @click.option("--critic-model", help="Critic model (default: the policy).")
 @click.option("-c", "--constitution", default="default", show_default=True, help="Builtin name or YAML file.")
@@ -392,7 +467,9 @@ def _backends(base_url: str | None) -> Callable[..., Any]:
     show_default=True,
     help="Stop a row when its critique finds nothing to change.",
 )
-@click.option("--limit", type=int, help="Use only the first N prompts.")
+@click.option(
+    "--limit", type=int, help="Use only N prompts: a sample seeded by --seed, spread over kinds and harm categories."
+)
 @click.option(
     "--shard",
     metavar="I/N",
@@ -460,7 +537,7 @@ def generate(ctx: click.Context, /, config_file: Path | None, **_: object) -> No
     }
     try:
         config = load_config(config_file, overrides)
-        summary = run_generate(config, backends=_backends(config.base_url))
+        summary = run_generate(config, backends=_backends(config.base_url), say=_note)
     except ConstitutionError as exc:
         _fail(exc)
     except (ConfigError, PromptSetError, RunDirError, BackendError) as exc:
@@ -555,6 +632,7 @@ def label(
             device=device,
             force=force,
             backends=_backends(base_url),
+            say=_note,
         )
     except ConstitutionError as exc:
         _fail(exc)
@@ -595,6 +673,8 @@ def merge(run_dirs: tuple[Path, ...], out: Path, allow_partial: bool, force: boo
     except (MergeError, RunDirError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
+    if summary.replaced:
+        click.echo(f"--force: replaced the run that was in {summary.out} (a reviews.jsonl there is kept)", err=True)
     if summary.missing:
         click.echo(f"warning: incomplete, shards missing: {', '.join(summary.missing)}", err=True)
     click.echo(
@@ -622,34 +702,27 @@ def export_(run_dir: Path, fmt: str, output: Path | None) -> None:
         cai export runs/demo --format parquet
     """
     from engine.dataset import DATASET_DIR, export
-    from engine.review.decisions import REVIEWS
 
-    dataset, reviews = run_dir / DATASET_DIR, run_dir / REVIEWS
-    if not dataset.is_dir():
+    if not (run_dir / DATASET_DIR).is_dir():
         click.echo(f"{run_dir}: no dataset here; run `cai generate --out {run_dir}` first", err=True)
         sys.exit(1)
-    if reviews.exists() and reviews.stat().st_mtime > dataset.stat().st_mtime:
-        _rebuild_with_reviews(run_dir)
+    _rebuild_with_reviews(run_dir)
     for path in export(run_dir, fmt, output):
         click.echo(f"wrote {path}")
 
 
 def _rebuild_with_reviews(run_dir: Path) -> None:
-    from engine.generate import rebuild_dataset
-    from engine.review.decisions import ReviewError
+    """Rebuild DIR's dataset when review decisions are newer than it (say so); exit 1 when that fails."""
+    from engine.reviewed import apply_new_decisions
     from engine.rundir import RunDirError
 
     try:
-        path, sizes, stats = rebuild_dataset(run_dir)
-    except (RunDirError, ReviewError) as exc:
+        done = apply_new_decisions(run_dir)
+    except RunDirError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
-    h = stats.human
-    click.echo(
-        f"dataset rebuilt with {sum(h.values())} review decisions ({h['accept']} accepted, {h['flip']} flipped, "
-        f"{h['drop']} dropped): {sizes['preferences']} pairs in {path}"
-        + (f"; {stats.stale_decisions} stale decisions ignored" if stats.stale_decisions else "")
-    )
+    if done is not None:
+        click.echo(done.summary())
 
 
 @cli.command()
@@ -670,7 +743,7 @@ def review(run_dir: Path, host: str, port: int, token: str | None) -> None:
     """Review a run's AI-labelled pairs in a local web page: accept, flip or drop them, add notes.
 
     Prints the page's URL (it carries a random token; nothing opens by itself)
-    and serves until Ctrl-C. The list filters by category, principle, judge
+    and serves until Ctrl-C, SIGTERM or SIGHUP (a closed terminal). The list filters by category, principle, judge
     status, judge margin, disagreement between the judge's two orders,
     unparsed judge output, and review state; a pair's view shows the
     conversation, each critique, each revision as a diff against the version
@@ -679,22 +752,30 @@ def review(run_dir: Path, host: str, port: int, token: str | None) -> None:
 
     Decisions are appended to DIR/reviews.jsonl as you click. When the server
     stops, the dataset is rebuilt with them: dropped pairs are left out,
-    flipped ones swapped, and `human_label` says what a person decided.
+    flipped ones swapped, and `human_label` says what a person decided (if
+    that rebuild never happens, `cai export` and `cai train` do it first).
     `cai judge-eval DIR` then scores the judge against those decisions.
+    A --token of your own must be at least 16 URL-safe characters.
 
     \b
     Example:
         cai review runs/demo
     """
     import contextlib
+    import os
     import secrets
+    import signal
 
     import uvicorn
 
-    from engine.review.decisions import ReviewError
-    from engine.review.server import create_app, listen
-    from engine.rundir import RunDirError
+    from engine.dataset import DATASET_DIR
+    from engine.review.decisions import REVIEWS, ReviewError
+    from engine.review.server import create_app, listen, token_problem
+    from engine.reviewed import decisions_pending, rebuild
+    from engine.rundir import RunDir, RunDirError
 
+    if token is not None and (problem := token_problem(token)):
+        raise click.BadParameter(problem, param_hint="'--token' (or CAI_REVIEW_TOKEN)")
     token = token or secrets.token_urlsafe(18)
     loopback = host in ("127.0.0.1", "localhost", "::1")
     try:
@@ -703,23 +784,70 @@ def review(run_dir: Path, host: str, port: int, token: str | None) -> None:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
     try:
+        RunDir.read_manifest(run_dir)
+    except RunDirError as exc:
+        click.echo(f"warning: {exc}; decisions are saved, but no dataset can be built with them until then", err=True)
+    try:
         sock = listen(host, port)
     except OSError as exc:
         click.echo(f"error: cannot listen on {host}:{port}: {exc.strerror}", err=True)
         sys.exit(1)
-    bound = sock.getsockname()[1]
-    shown = f"[{host}]" if ":" in host else ("127.0.0.1" if host in ("0.0.0.0", "localhost") else host)
-    index = app.state.index
-    click.echo(f"{len(index.entries)} pairs to review ({index.rows} rows) in {run_dir}")
-    click.echo(f"open: http://{shown}:{bound}/?token={token}")
-    if not loopback:
-        click.echo(f"warning: listening on {host}: whoever reaches this machine with the URL can write", err=True)
-    click.echo("Ctrl-C stops the server; the dataset is then rebuilt with your decisions.")
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
-    with contextlib.suppress(KeyboardInterrupt):  # uvicorn stops gracefully, then raises the Ctrl-C it caught again
-        server.run(sockets=[sock])
-    if app.state.decided:
-        _rebuild_with_reviews(run_dir)
+    caught: list[int] = []
+
+    def stop(signum: int, _frame: object) -> None:
+        # SIGTERM (a scheduler, `kill`) and SIGHUP (a closed terminal) stop the server as Ctrl-C does. After
+        # it has stopped they are only noted: the rebuild below is not cut short by a second one.
+        caught.append(signum)
+        server.should_exit = True
+
+    def say(text: str, err: bool = False) -> None:
+        try:
+            click.echo(text, err=err)
+        except OSError:  # the terminal is gone (hung up, or the pipe's reader died): go on without it
+            quiet = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(quiet, 1)
+            os.dup2(quiet, 2)
+            os.close(quiet)
+
+    # Before the URL is printed: from then on a signal must find the handlers in place.
+    before = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        bound = sock.getsockname()[1]
+        shown = f"[{host}]" if ":" in host else ("127.0.0.1" if host in ("0.0.0.0", "localhost") else host)
+        index = app.state.index
+        say(f"{len(index.entries)} pairs to review ({index.rows} rows) in {run_dir}")
+        say(f"open: http://{shown}:{bound}/?token={token}")
+        if not loopback:
+            say(f"warning: listening on {host}: whoever reaches this machine with the URL can write", err=True)
+        say("Ctrl-C stops the server; the dataset is then rebuilt with your decisions.")
+        # uvicorn takes over SIGINT and SIGTERM while it serves, stops gracefully, puts the handlers back
+        # and raises the signal it caught again: Ctrl-C as KeyboardInterrupt, SIGTERM into stop().
+        with contextlib.suppress(KeyboardInterrupt):
+            server.run(sockets=[sock])
+        if caught:
+            say(f"stopped by {signal.Signals(caught[0]).name}")
+        if not (app.state.decided or decisions_pending(run_dir)):
+            return
+        if not (run_dir / DATASET_DIR).is_dir():
+            say(f"{run_dir} has no dataset yet: `cai generate --out {run_dir}` builds it with your decisions")
+            return
+        try:
+            done = rebuild(run_dir)
+        except RunDirError as exc:
+            say(f"error: {exc}", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            say(
+                f"stopped before the dataset was rebuilt; your decisions are kept in {run_dir / REVIEWS}, and "
+                f"`cai export {run_dir}` or `cai train ... --data {run_dir}` applies them first",
+                err=True,
+            )
+            sys.exit(130)
+        say(done.summary())
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
 
 
 @cli.command(name="judge-eval")
@@ -752,8 +880,10 @@ def review(run_dir: Path, host: str, port: int, token: str | None) -> None:
     show_default=True,
     help="Report how many comparisons reach this margin |2p-1| (labelling drops the rest) and how many are right.",
 )
-@click.option("--limit", type=click.IntRange(min=1), help="Use only the first N comparisons.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of principle sampling.")
+@click.option(
+    "--limit", type=click.IntRange(min=1), help="Use only N comparisons, sampled (--seed) over their categories."
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of principle sampling and of --limit.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True, help="Requests per pass.")
 @click.option("--dtype", default="auto", show_default=True, help="auto, bfloat16, float16, float32.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
@@ -831,7 +961,12 @@ def judge_eval(
     except ConstitutionError as exc:
         _fail(exc)
     try:
-        items = load_comparisons(file)[:limit]
+        items = load_comparisons(file)
+        if limit is not None:  # a sample spread over the categories, as cai eval --limit takes prompts
+            from engine.prompt_sets import sample_ids
+
+            chosen = sample_ids(((c.id, None, c.category) for c in items), limit, seed=seed)
+            items = [c for c in items if c.id in chosen]
         principles = comparison_principles(items, rules, settings.principles, settings.seed)
     except JudgeDataError as exc:
         click.echo(f"error: {exc}", err=True)
@@ -862,7 +997,7 @@ def judge_eval(
 @click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), help="Output folder (required).")
 @click.option("--redteam", default="eval-redteam", show_default=True, help="Harmful prompts: builtin, file, hf:NAME.")
 @click.option("--benign", default="eval-benign", show_default=True, help="Prompts that must not be refused.")
-@click.option("--limit", type=int, help="Use only the first N prompts of each set.")
+@click.option("--limit", type=int, help="Use only N prompts of each set, sampled (--seed) over kinds and categories.")
 @click.option("-c", "--constitution", default="default", show_default=True, help="Builtin name or YAML file.")
 @click.option("--judge/--no-judge", default=True, show_default=True, help="Score with the constitutional judge.")
 @click.option("--judge-model", default="default", show_default=True, help="The one judge of every model.")
@@ -952,6 +1087,7 @@ def eval_(ctx: click.Context, /, config_file: Path | None, compare: tuple[Path, 
                 overrides[flag] = dict(parse_threshold(t, lower_is_better=lower) for t in ctx.params[flag])
         if "models" in overrides:
             overrides["models"] = list(ctx.params["models"])
+            overrides["model"] = None  # the flag stands for the file's model: key as well as its models: key
         elif config_file is None:
             raise ValueError("name at least one model to evaluate: --model MODEL (e.g. --model default)")
         config = load_config(config_file, overrides, EvalConfig)
@@ -1129,17 +1265,19 @@ def _run_train(kind: str, params: dict[str, Any]) -> None:
             overrides[key.strip()] = yaml.safe_load(value)
         except yaml.YAMLError:
             overrides[key.strip()] = value
+    flags: dict[str, str] = {}  # field name -> the flag that set it, for messages
     for flag, name in _TRAIN_FLAGS.items():
         value = params.pop(flag, None)
         if value is not None:
             overrides[name] = int(value) if isinstance(value, float) and value.is_integer() else value
+            flags[name] = "--" + flag.replace("_", "-")
     lora_overrides = {
         name: value
         for name, value in (("r", params.pop("lora_r")), ("lora_alpha", params.pop("lora_alpha")))
         if value is not None
     }
     try:
-        options = TrainOptions(kind=kind, overrides=overrides, lora_overrides=lora_overrides, **params)
+        options = TrainOptions(kind=kind, overrides=overrides, flags=flags, lora_overrides=lora_overrides, **params)
     except ValidationError as exc:
         error = exc.errors()[0]
         click.echo(f"error: {'.'.join(map(str, error['loc']))}: {error['msg']}", err=True)

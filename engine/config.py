@@ -7,13 +7,21 @@ given on the command line override the file. Unknown keys are errors.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from constitution.errors import did_you_mean, field_path
+from constitution.errors import ConstitutionError, did_you_mean, field_path
+from constitution.yamlfile import parse_yaml
 from engine.records import Shard
+
+MAX_CONFIG_BYTES = 1024 * 1024
+"""Run configuration files larger than this are refused (a real one is a few hundred bytes)."""
+MAX_NEW_TOKENS = 65_536
+"""The most new tokens a reply may be asked for; more is a typo, not a setting."""
+MAX_BATCH = 65_536
+"""The most requests per batch (and prompts per chunk) a run may ask for."""
+MAX_SEED = 2**63 - 1
 
 
 class GenerateConfig(BaseModel):
@@ -33,18 +41,28 @@ class GenerateConfig(BaseModel):
     prompts: str = Field(default="redteam", description="Builtin set (redteam, helpful, mixed), a file, or hf:NAME.")
     revisions: int = Field(default=2, ge=0, le=16, description="Critique-and-revision rounds per prompt.")
     stop_early: bool = Field(default=True, description="Stop a row's rounds when its critique finds nothing to change.")
-    limit: int | None = Field(default=None, ge=1, description="Use only the first N prompts.")
+    limit: int | None = Field(
+        default=None,
+        ge=1,
+        le=10**9,
+        description="Use only N prompts: a sample seeded by --seed, spread over kinds and harm categories.",
+    )
     shard: str | None = Field(
         default=None,
         description="I/N: only shard I of N of the prompts (after --limit), chosen by a hash of each prompt's id.",
     )
-    seed: int = Field(default=0, description="Seed for principle sampling and the samplers.")
-    batch_size: int = Field(default=16, ge=1, description="Requests per forward pass of the model.")
+    seed: int = Field(default=0, ge=0, le=MAX_SEED, description="Seed for principle sampling and the samplers.")
+    batch_size: int = Field(default=16, ge=1, le=MAX_BATCH, description="Requests per forward pass of the model.")
     chunk_size: int = Field(
-        default=64, ge=1, description="Prompts taken through all rounds together; at most this many are in flight."
+        default=64,
+        ge=1,
+        le=MAX_BATCH,
+        description="Prompts taken through all rounds together; at most this many are in flight.",
     )
-    max_new_tokens: int = Field(default=256, ge=1, description="Most new tokens per answer, critique or revision.")
-    temperature: float = Field(default=0.7, ge=0, description="Sampling temperature (0 = greedy).")
+    max_new_tokens: int = Field(
+        default=256, ge=1, le=MAX_NEW_TOKENS, description="Most new tokens per answer, critique or revision."
+    )
+    temperature: float = Field(default=0.7, ge=0, le=10, description="Sampling temperature (0 = greedy).")
     top_p: float = Field(default=0.95, gt=0, le=1, description="Nucleus sampling mass.")
     dtype: str = Field(default="auto", description="auto (bf16 where supported), bfloat16, float16 or float32.")
     device: str = Field(default="auto", description="auto, cpu, cuda, cuda:N.")
@@ -53,7 +71,9 @@ class GenerateConfig(BaseModel):
         description="Label pairs with the AI-feedback judge; off: the final revision is assumed better.",
     )
     judge_model: str | None = Field(default=None, description="Judge model (defaults to the policy).")
-    judge_principles: int = Field(default=1, ge=1, description="Principles sampled per judged pair (an ensemble).")
+    judge_principles: int = Field(
+        default=1, ge=1, le=64, description="Principles sampled per judged pair (an ensemble)."
+    )
     judge_cot: bool = Field(default=False, description="The judge reasons before answering (chain of thought).")
     judge_band: tuple[float, float] = Field(
         default=(0.4, 0.6), description="Chain of thought: each order's probability is clamped to this band."
@@ -73,6 +93,14 @@ class GenerateConfig(BaseModel):
     def _shard_is_i_of_n(cls, value: str | None) -> str | None:
         return None if value is None else str(Shard.parse(value))
 
+    @field_validator("judge_band")
+    @classmethod
+    def _band_holds_half(cls, value: tuple[float, float]) -> tuple[float, float]:
+        low, high = value
+        if not 0 <= low <= 0.5 <= high <= 1:
+            raise ValueError(f"expected LOW HIGH with 0 <= LOW <= 0.5 <= HIGH <= 1 (e.g. 0.4 0.6), not {low} {high}")
+        return value
+
 
 class EvalConfig(BaseModel):
     """Settings of one ``cai eval`` run."""
@@ -80,14 +108,25 @@ class EvalConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     out: Path = Field(description="Output folder; rerunning on it resumes the evaluation.")
-    models: list[str] = Field(min_length=1, description="Models to evaluate: 'default', model folders, hub ids.")
+    model: str | list[str] | None = Field(
+        default=None, exclude=True, description="Another way to write models: one model, or a list of them."
+    )
+    models: list[str] = Field(
+        default_factory=list,
+        validate_default=True,
+        description="Models to evaluate: 'default', model folders, hub ids (flag: --model, once per model).",
+    )
     base_url: str | None = Field(
         default=None, description="Server of openai:NAME models (default: $OPENAI_BASE_URL, else OpenAI's API)."
     )
     baseline: str | None = Field(default=None, description="Model the others are compared with pairwise.")
     redteam: str = Field(default="eval-redteam", description="Harmful prompts (builtin set, file, or hf:NAME).")
     benign: str = Field(default="eval-benign", description="Prompts that must not be refused (builtin, file, hf:NAME).")
-    limit: int | None = Field(default=None, ge=1, description="Use only the first N prompts of each set.")
+    limit: int | None = Field(
+        default=None,
+        ge=1,
+        description="Use only N prompts of each set: a seeded sample (--seed) spread over kinds and harm categories.",
+    )
     constitution: str = Field(default="default", description="Builtin constitution name or YAML file.")
     judge: bool = Field(default=True, description="Score answers with the constitutional judge.")
     judge_model: str = Field(default="default", description="Judge model (one judge for every evaluated model).")
@@ -118,6 +157,56 @@ class EvalConfig(BaseModel):
     )
     force: bool = Field(default=False, description="Write into a folder that holds an evaluation with other settings.")
 
+    @field_validator("model", mode="before")
+    @classmethod
+    def _a_name_or_names(cls, value: object) -> object:
+        from pydantic_core import PydanticCustomError
+
+        names = isinstance(value, list) and all(isinstance(name, str) for name in value)
+        if value is not None and not isinstance(value, str) and not names:
+            raise PydanticCustomError("model_name", "expected a model name or a list of names (model: default)")
+        return value
+
+    @field_validator("models")
+    @classmethod
+    def _at_least_one_model(cls, value: list[str], info: Any) -> list[str]:
+        """``model:`` (one name or a list) stands for ``models:``; one of them must name a model."""
+        from pydantic_core import PydanticCustomError
+
+        if "model" not in info.data:  # model: itself was wrong, and says so
+            return value
+        one = info.data["model"]
+        if one is not None:
+            if value:
+                raise PydanticCustomError(
+                    "models_twice", "give the models once, as models: [A, B] or as model: A, not both"
+                )
+            value = [one] if isinstance(one, str) else list(one)
+        if not value:
+            raise PydanticCustomError(
+                "models_missing",
+                "name at least one model to evaluate: models: [NAME, ...] or model: NAME in the config file, "
+                "or --model NAME on the command line",
+            )
+        return value
+
+    @field_validator("fail_under", "fail_over")
+    @classmethod
+    def _known_gates(cls, value: dict[str, float], info: Any) -> dict[str, float]:
+        """The thresholds of a config file get the checks the flags get (a wrong metric must not pass silently)."""
+        from pydantic_core import PydanticCustomError
+
+        from engine.evaluate.report import parse_threshold
+
+        gates: dict[str, float] = {}
+        for metric, limit in value.items():
+            try:
+                name, number = parse_threshold(f"{metric}={limit}", lower_is_better=info.field_name == "fail_over")
+            except ValueError as exc:
+                raise PydanticCustomError("gate", str(exc)) from None
+            gates[name] = number
+        return gates
+
 
 class ConfigError(Exception):
     """A run configuration file is unusable; the message names the file and key."""
@@ -135,15 +224,14 @@ def load_config(path: Path | None, overrides: dict[str, object], schema: type[C]
     data: dict[str, object] = {}
     name = str(path) if path else "command line"
     if path is not None:
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: YAML error: {exc}") from None
+        loaded = read_config_file(path)
         if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: a run config is a mapping of option: value")
-        data = {str(k).replace("-", "_"): v for k, v in (loaded or {}).items()}
+            raise ConfigError(f"{path}: a run config is a mapping of option: value (e.g. max_new_tokens: 64)")
+        for key, value in (loaded or {}).items():
+            option = str(key).replace("-", "_")
+            if option in data:
+                raise ConfigError(f"{path}: option {option!r} is given twice (as {key!r} too); keep one")
+            data[option] = value
     data.update(overrides)
     try:
         return schema.model_validate(data)
@@ -155,6 +243,45 @@ def load_config(path: Path | None, overrides: dict[str, object], schema: type[C]
                 messages.append(f"{name}: unknown option {where!r}{did_you_mean(where, schema.model_fields)}")
             elif err["type"] == "missing":
                 messages.append(f"{name}: {where} is required (--{where.replace('_', '-')})")
+            elif where.split(".")[0] in overrides:
+                flag = "--" + where.split(".")[0].replace("_", "-")
+                messages.append(f"{flag}: {err['msg']}")
             else:
                 messages.append(f"{name}: {where}: {err['msg']}")
         raise ConfigError("\n".join(messages)) from None
+
+
+def read_config_file(path: Path) -> Any:
+    """The plain data of a YAML run configuration (None when the file is empty).
+
+    Read as principle files are (:mod:`constitution.yamlfile`): safe loader,
+    size cap, no duplicate keys, no alias bombs, UTF-8 only.
+
+    Raises:
+        ConfigError: The file cannot be read or is not such a file; the message says why.
+    """
+    try:
+        if not path.is_file():
+            raise ConfigError(f"{path}: not a regular file; --config takes a YAML file")
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than 1 MiB; a run config is a short YAML file of option: value lines")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not a text file (byte 0x{raw[exc.start]:02x} at offset {exc.start} is not UTF-8); "
+            "--config takes a YAML file of option: value lines"
+        ) from None
+    if "\x00" in text:
+        raise ConfigError(f"{path}: holds NUL bytes, so it is not a YAML file; --config takes option: value lines")
+    if not text.strip() or all(not line.strip() or line.lstrip().startswith("#") for line in text.splitlines()):
+        return None
+    try:
+        data, _ = parse_yaml(text, str(path))
+    except ConstitutionError as exc:
+        raise ConfigError(str(exc).replace("principle files hold", "run configs hold")) from None
+    return data

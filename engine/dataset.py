@@ -287,6 +287,10 @@ class RunStats:
     """... and where the person flipped it."""
     stale_decisions: int = 0
     """Decisions about texts the run no longer holds (ignored)."""
+    constitutions: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    """Rows per constitution they were made under: (id, version, hash)."""
+    made_by: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    """Rows per (policy, critic, sampling) they were made with."""
 
     def add(self, t: Trajectory) -> None:
         """Count one trajectory."""
@@ -296,6 +300,11 @@ class RunStats:
         self.rounds += len(t.rounds)
         self.principles.update(r.principle_id for r in t.rounds)
         self.categories[t.category or "(none)"] += 1
+        c = t.constitution
+        self.constitutions[(c.id, c.version, c.hash)] += 1
+        s = t.sampling
+        sampling = f"temperature {s.temperature}, top-p {s.top_p}, {s.max_new_tokens} tokens, seed {t.seed}"
+        self.made_by[(_model_name(t.models.get("policy")), _model_name(t.models.get("critic")), sampling)] += 1
 
     def count_decision(self, decision: Decision, label: PairLabel | None) -> None:
         """Count a person's decision, and whether it agrees with the judge's label of the row."""
@@ -306,6 +315,12 @@ class RunStats:
             self.judge_agreed += 1
         elif (decision.rejected_from, decision.chosen_from) == (label.chosen_from, label.rejected_from):
             self.judge_disagreed += 1
+
+
+def _model_name(described: dict[str, Any] | None) -> str:
+    if not described:
+        return "?"
+    return str(described.get("model") or described.get("name") or described.get("spec") or described)
 
 
 def write_card(
@@ -337,7 +352,8 @@ def write_card(
         f"# Constitutional self-critique data: {c.id}",
         "",
         f"Made by `cai generate` from the prompts `{manifest.prompts}` under the constitution "
-        f"**{c.id}** version {c.version} (sha256 `{c.hash}`; a copy is in `constitution.yaml`).",
+        f"**{c.id}** version {c.version} (sha256 `{c.hash}`; a copy is in `constitution.yaml`)."
+        + (" Not every row was: see *Rows made under other settings*." if _mixed(stats, manifest) else ""),
         "",
         "## How the data was made",
         "",
@@ -361,6 +377,7 @@ def write_card(
         f"| `preferences` pairs | {pairs} |",
         f"| `sft` rows | {sizes['sft']} |",
         "",
+        *_mixed_settings(stats, manifest),
         *_label_quality(judged, stats),
         *_human_review(stats),
         "Principles used: " + ", ".join(f"`{k}` {v}" for k, v in used.most_common()) + ".",
@@ -383,6 +400,38 @@ def write_card(
     path = out / CARD
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
+
+
+def _mixed(stats: RunStats, manifest: RunManifest) -> bool:
+    return len(stats.constitutions) > 1 or len(stats.made_by) > 1 or bool(manifest.superseded)
+
+
+def _mixed_settings(stats: RunStats, manifest: RunManifest) -> list[str]:
+    """The card's account of a folder whose settings were replaced with ``--force``: what made which rows."""
+    if not _mixed(stats, manifest):
+        return []
+    current = manifest.constitution
+    lines = [
+        "## Rows made under other settings",
+        "",
+        "This folder's settings were replaced with `--force`, so its rows were not all made alike; each row of "
+        "`trajectories.jsonl` records its own constitution, models and sampling. The settings above are the "
+        "latest ones.",
+        "",
+        "| constitution | version | sha256 | rows | copy |",
+        "| --- | --- | --- | ---: | --- |",
+    ]
+    for (cid, version, digest), count in stats.constitutions.most_common():
+        copy = "`constitution.yaml`" if digest == current.hash else f"`constitutions/{cid}-{digest[:12]}.yaml`"
+        lines.append(f"| {cid} | {version} | `{digest[:12]}` | {count} | {copy} |")
+    lines += ["", "| policy | critic | sampling | rows |", "| --- | --- | --- | ---: |"]
+    lines += [f"| `{p}` | `{c}` | {s} | {n} |" for (p, c, s), n in stats.made_by.most_common()]
+    if manifest.superseded:
+        lines += ["", "Earlier settings of this folder (`superseded` in `run.json`):", ""]
+        for number, before in enumerate(manifest.superseded, 1):
+            diffs = before.differences(manifest)
+            lines.append(f"{number}. " + ("; ".join(d.replace(" (in the folder)", "") for d in diffs) or "the same"))
+    return [*lines, ""]
 
 
 def _labelling(judged: tuple[str, JudgeSettings, LabelStats] | None) -> list[str]:

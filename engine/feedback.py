@@ -771,10 +771,11 @@ def load_comparisons(source: str | Path) -> list[LabelledComparison]:
     A run folder instead gives the pairs people reviewed in it with ``cai review``
     (:func:`engine.review.decisions.reviewed_comparisons`).
 
-    Each line is an object with the conversation as ``prompt`` (text) or
-    ``conversation`` / ``messages`` (a list of ``{"role", "content"}``), optional
-    ``id``, ``principle`` (a principle id) and ``category``, and the responses in
-    one of three layouts:
+    Each line is an object with the conversation as ``prompt`` (text, or a list
+    of ``{"role", "content"}``) or ``conversation`` / ``messages`` (such a
+    list), optional ``id`` (unique in the file), ``principle`` (a principle id)
+    and ``category`` (a tag of the taxonomy), and the responses in one of three
+    layouts:
 
     * ``response_a``, ``response_b`` and ``better`` (``"A"`` or ``"B"``);
     * ``chosen`` and ``rejected`` (the chosen one is better);
@@ -782,7 +783,8 @@ def load_comparisons(source: str | Path) -> list[LabelledComparison]:
 
     Raises:
         JudgeDataError: The file is missing or unreadable, a line is not a JSON
-            object, or a field is missing or has the wrong type (file:line).
+            object, a field is missing or has the wrong type, a line mixes two
+            layouts, an id repeats, or a category is not in the taxonomy (file:line).
     """
     path = BUILTIN_COMPARISONS if str(source) == "builtin" else Path(source)
     where = "builtin" if str(source) == "builtin" else str(source)
@@ -801,6 +803,7 @@ def load_comparisons(source: str | Path) -> list[LabelledComparison]:
     except OSError as exc:
         raise JudgeDataError(f"cannot read: {exc.strerror}", file=where) from None
     out: list[LabelledComparison] = []
+    given: dict[str, str] = {}  # id -> the line that has it
     for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
@@ -809,49 +812,94 @@ def load_comparisons(source: str | Path) -> list[LabelledComparison]:
         except json.JSONDecodeError as exc:
             raise JudgeDataError(f"not valid JSON: {exc.msg} (column {exc.colno})", file=where, line=number) from None
         if not isinstance(row, dict):
-            raise JudgeDataError("each line must be a JSON object", file=where, line=number)
-        out.extend(_comparisons(row, where, number))
+            raise JudgeDataError(f"each line must be a JSON object, got {_json_kind(row)}", file=where, line=number)
+        out.extend(_comparisons(row, where, number, given))
     if not out:
         raise JudgeDataError("no comparisons in this file", file=where)
     return out
 
 
-def _comparisons(row: dict[str, Any], where: str, line: int) -> list[LabelledComparison]:
+_LAYOUTS = {
+    "response_a/response_b/better": ("response_a", "response_b", "better"),
+    "chosen/rejected": ("chosen", "rejected"),
+    "corrects/incorrects": ("corrects", "incorrects"),
+}
+_CONVERSATION_KEYS = ("prompt", "conversation", "messages")
+
+
+def _json_kind(value: Any) -> str:
+    """What a JSON value is, for messages: ``a number``, ``a list``..."""
+    if value is None:
+        return "null"
+    names = {bool: "a boolean", int: "a number", float: "a number", str: "text", list: "a list", dict: "an object"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _comparisons(row: dict[str, Any], where: str, line: int, given: dict[str, str]) -> list[LabelledComparison]:
+    """The comparisons of one line; ``given`` holds the ids earlier lines gave (and gets this line's)."""
+
     def fail(message: str) -> JudgeDataError:
         return JudgeDataError(message, file=where, line=line)
 
     def text(key: str) -> str:
         value = row.get(key)
-        if not isinstance(value, str) or not value.strip():
-            raise fail(f"{key}: {'missing' if value is None else 'must be non-empty text'}")
+        if value is None:
+            raise fail(f"{key}: missing")
+        if not isinstance(value, str):
+            raise fail(f"{key}: must be text, got {_json_kind(value)}")
+        if not value.strip():
+            raise fail(f"{key}: must be non-empty text")
         return value
 
     def optional(key: str) -> str | None:
         value = row.get(key)
         if value is not None and not isinstance(value, str):
-            raise fail(f"{key}: must be text")
+            raise fail(f"{key}: must be text, got {_json_kind(value)}")
         return value
 
+    layouts = [name for name, keys in _LAYOUTS.items() if any(key in row for key in keys)]
+    if len(layouts) > 1:
+        raise fail(f"holds two layouts ({' and '.join(layouts)}); give the responses in one of them")
     conversation = _conversation(row, fail)
     principle, category = optional("principle"), optional("category")
-    ident = row.get("id")
-    ident = str(ident) if isinstance(ident, str | int) else f"line-{line}"
+    if category is not None:
+        from constitution.taxonomy import HARM_TAGS, QUALITY_TAGS, TAGS
+
+        if category not in TAGS:
+            raise fail(
+                f"category: {category!r} is not a tag of the taxonomy{did_you_mean(category, TAGS)} "
+                f"(harm tags: {', '.join(HARM_TAGS)}; also {', '.join(QUALITY_TAGS)})"
+            )
+    raw_id = row.get("id")
+    if raw_id is not None and (isinstance(raw_id, bool) or not isinstance(raw_id, str | int)):
+        raise fail(f"id: must be text or a whole number, got {_json_kind(raw_id)}")
+    ident = "" if raw_id is None else str(raw_id).strip()
+    if ident and ident in given:
+        raise fail(f"id {ident!r} is already used on {given[ident]}; give each comparison its own id")
+    if ident:
+        given[ident] = f"line {line}"
+    else:
+        ident = f"line-{line}"  # the id made for a line without one
+        if ident in given:
+            raise fail(f"this line has no id, and {given[ident]} gives {ident!r}, the id made for it; add an id")
+        given[ident] = f"line {line} (the id made for that line, which has none)"
 
     def make(suffix: str, a: str, b: str, better: Verdict) -> LabelledComparison:
         return LabelledComparison(ident + suffix, conversation, a, b, better, principle, category, where, line)
 
-    if "corrects" in row or "incorrects" in row:
+    if layouts == ["corrects/incorrects"]:
         lists = []
         for key in ("corrects", "incorrects"):
             value = row.get(key)
             if not isinstance(value, list) or not value or not all(isinstance(v, str) and v.strip() for v in value):
-                raise fail(f"{key}: must be a non-empty list of texts")
+                got = "" if isinstance(value, list) else f" (got {_json_kind(value)})"
+                raise fail(f"{key}: must be a non-empty list of texts{got}")
             lists.append(value)
         return [
             make(f"-{i}-{j}", good, bad, "A")
             for (i, good), (j, bad) in itertools.product(enumerate(lists[0]), enumerate(lists[1]))
         ]
-    if "chosen" in row or "rejected" in row:
+    if layouts == ["chosen/rejected"]:
         return [make("", text("chosen"), text("rejected"), "A")]
     better = row.get("better")
     letter = better.strip().upper().removeprefix("RESPONSE_") if isinstance(better, str) else None
@@ -862,24 +910,30 @@ def _comparisons(row: dict[str, Any], where: str, line: int) -> list[LabelledCom
 
 
 def _conversation(row: dict[str, Any], fail: Callable[[str], JudgeDataError]) -> Chat:
-    if isinstance(row.get("prompt"), str) and row["prompt"].strip():
-        return [{"role": "user", "content": row["prompt"]}]
-    for key in ("conversation", "messages"):
-        value = row.get(key)
-        if value is None:
-            continue
-        if not isinstance(value, list) or not value:
-            raise fail(f"{key}: must be a non-empty list of messages")
-        chat: Chat = []
-        for i, m in enumerate(value):
-            ok = isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-            if not ok or m["role"] not in ("system", "user", "assistant"):
-                raise fail(f"{key}[{i}]: must be {{'role': system|user|assistant, 'content': text}}")
-            chat.append({"role": m["role"], "content": m["content"]})
-        if chat[-1]["role"] != "user":
-            raise fail(f"{key}: must end with a user message (the responses answer it)")
-        return chat
-    raise fail("prompt: missing (give prompt, conversation or messages)")
+    keys = [key for key in _CONVERSATION_KEYS if row.get(key) is not None]
+    if not keys:
+        raise fail("prompt: missing (give prompt, conversation or messages)")
+    if len(keys) > 1:
+        raise fail(f"{' and '.join(keys)}: give the conversation once (prompt, conversation or messages)")
+    key = keys[0]
+    value = row[key]
+    if key == "prompt" and isinstance(value, str):
+        if not value.strip():
+            raise fail("prompt: empty (the user's message the two responses answer)")
+        return [{"role": "user", "content": value}]
+    if not isinstance(value, list) or not value:
+        expected = "text or a non-empty list of messages" if key == "prompt" else "a non-empty list of messages"
+        got = "an empty list" if value == [] else _json_kind(value)
+        raise fail(f"{key}: must be {expected} ({{'role': ..., 'content': ...}}), got {got}")
+    chat: Chat = []
+    for i, m in enumerate(value):
+        ok = isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+        if not ok or m["role"] not in ("system", "user", "assistant"):
+            raise fail(f"{key}[{i}]: must be {{'role': system|user|assistant, 'content': text}}")
+        chat.append({"role": m["role"], "content": m["content"]})
+    if chat[-1]["role"] != "user":
+        raise fail(f"{key}: must end with a user message (the responses answer it)")
+    return chat
 
 
 def comparison_principles(

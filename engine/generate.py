@@ -35,17 +35,19 @@ from engine.config import GenerateConfig
 from engine.critique import LoopSettings, run_loop
 from engine.dataset import RunStats, save_dataset, write_card
 from engine.feedback import Judge, JudgeSettings, LabelStats, LabelTally, judge_trajectories
-from engine.labels import LabelManifest, LabelStore, label_rows
-from engine.prompt_sets import open_prompts
-from engine.records import ConstitutionRef, RunManifest, Shard, missing_shards
+from engine.labels import LABEL_MANIFEST, LABELS, LabelManifest, LabelStore, label_rows
+from engine.prompt_sets import PromptStream, open_prompts
+from engine.records import ConstitutionRef, RunManifest, Shard, missing_shards, prompt_digest
 from engine.review.decisions import load_decisions
-from engine.rundir import RunDir, RunDirError, atomic_write
+from engine.rundir import RunDir, RunDirError, atomic_write, run_lock
 
 if TYPE_CHECKING:
     from tqdm import tqdm
 
 BackendFactory = Callable[..., Backend]
 CONSTITUTION_COPY = "constitution.yaml"
+CONSTITUTIONS = "constitutions"
+"""Folder of a run that keeps the copy of every constitution its rows were made under, once there is more than one."""
 
 
 @dataclass(frozen=True)
@@ -79,8 +81,23 @@ class LabelSummary:
     seconds: float
 
 
-def generate(config: GenerateConfig, *, progress: bool = True, backends: BackendFactory = load_backend) -> Summary:
+def generate(
+    config: GenerateConfig,
+    *,
+    progress: bool = True,
+    backends: BackendFactory = load_backend,
+    say: Callable[[str], None] | None = None,
+) -> Summary:
     """Run (or resume) a generation run, labelling each finished chunk with the judge (unless ``config.judge`` is off).
+
+    The run folder is locked for the whole run (:func:`~engine.rundir.run_lock`):
+    a second ``cai generate`` or ``cai label`` on it is refused.
+
+    Args:
+        config: The run's settings.
+        progress: Show progress bars.
+        backends: Loads a model spec into a backend.
+        say: Called with each note about what ``--force`` replaced, before any work.
 
     Raises:
         constitution.ConstitutionError, PromptSetError, RunDirError, BackendError:
@@ -88,7 +105,7 @@ def generate(config: GenerateConfig, *, progress: bool = True, backends: Backend
     """
     start = time.perf_counter()
     rules = constitution_lib.load(config.constitution)
-    prompts = open_prompts(config.prompts, limit=config.limit)  # checks every row now: bad input fails here
+    prompts = open_prompts(config.prompts, limit=config.limit, seed=config.seed)  # bad input fails here, up front
     shard = Shard.parse(config.shard) if config.shard is not None else None
     sampling = SamplingParams(max_new_tokens=config.max_new_tokens, temperature=config.temperature, top_p=config.top_p)
     reference = ConstitutionRef(id=rules.id, version=rules.version, hash=rules.content_hash)
@@ -103,14 +120,35 @@ def generate(config: GenerateConfig, *, progress: bool = True, backends: Backend
         prompts=config.prompts,
         shard=config.shard,
     )
+    with run_lock(config.out, "cai generate"):
+        return _generate(config, rules, prompts, shard, manifest, start, progress, backends, say or (lambda _: None))
+
+
+def _generate(
+    config: GenerateConfig,
+    rules: Constitution,
+    prompts: PromptStream,
+    shard: Shard | None,
+    manifest: RunManifest,
+    start: float,
+    progress: bool,
+    backends: BackendFactory,
+    say: Callable[[str], None],
+) -> Summary:
     run = RunDir.open(config.out, manifest, force=config.force)
+    reference = manifest.constitution
     labels = None
     if config.judge:
         label_manifest = LabelManifest(
             judge=config.judge_model or config.model, settings=judge_settings(config), constitution=reference
         )
         labels = LabelStore.open(config.out, label_manifest, force=config.force)
+    else:
+        _check_no_judge(config.out, config.force)
     done = run.done_ids()
+    _check_prompts_unchanged(run, prompts, done, shard)
+    for note in _force_notes(run, labels, config, done):
+        say(note)
     if shard is None:
         selected = len(prompts)
         skipped = sum(1 for prompt_id in prompts.ids() if prompt_id in done) if done else 0
@@ -121,7 +159,7 @@ def generate(config: GenerateConfig, *, progress: bool = True, backends: Backend
                 selected += 1
                 skipped += prompt_id in done
     todo = selected - skipped
-    labelled = _labelled_ids(labels)
+    labelled = _labelled_ids(labels, done)
     unlabelled = len(done - labelled) if labels is not None else 0
 
     generated = 0
@@ -138,15 +176,16 @@ def generate(config: GenerateConfig, *, progress: bool = True, backends: Backend
     judge = None
     if labels is not None and (todo or unlabelled):
         judge = Judge(backend(labels.manifest.judge), labels.manifest.settings, rules)
+    _keep_replaced_constitution(run)
     run.begin()  # after the models load: a model that fails to load leaves no manifest behind
-    atomic_write(config.out / CONSTITUTION_COPY, constitution_lib.dump(rules))  # the rules the rows are made under
+    write_constitution(config.out, rules)  # the rules the new rows are made under
     if labels is not None:
         labels.begin()
     if judge is not None and labels is not None and unlabelled:
         _label_existing(run, labels, judge, rules, config.chunk_size, labelled, unlabelled, progress)
     if todo:
         settings = LoopSettings(
-            revisions=config.revisions, stop_early=config.stop_early, seed=config.seed, sampling=sampling
+            revisions=config.revisions, stop_early=config.stop_early, seed=config.seed, sampling=manifest.sampling
         )
         bar = progress_bar(todo, progress, "generate")
         try:
@@ -183,6 +222,87 @@ def generate(config: GenerateConfig, *, progress: bool = True, backends: Backend
     )
 
 
+def _check_no_judge(out: Path, force: bool) -> None:
+    """``--no-judge`` on a judged run would swap the judge's labels for the old rule: only with ``--force``."""
+    labels = LabelStore.of_run(out) if (out / LABEL_MANIFEST).exists() else None
+    if labels is not None and not force:
+        raise RunDirError(
+            f"{out} is labelled by the judge ({labels.manifest.judge}); --no-judge would build its dataset "
+            "without those labels (final revision assumed better). Drop --no-judge to keep them, or pass "
+            "--force to build without them (labels.jsonl is kept, and a run without --no-judge uses it again)."
+        )
+
+
+def _check_prompts_unchanged(run: RunDir, prompts: PromptStream, done: set[str], shard: Shard | None) -> None:
+    """Refuse a resume whose prompt file now says something else under the id of a row already made."""
+    if not done:
+        return
+    made = run.prompt_digests()
+    changed = [
+        item.id
+        for item in prompts
+        if item.id in made and (shard is None or shard.holds(item.id)) and made[item.id] != prompt_digest(item.messages)
+    ]
+    if changed:
+        shown = ", ".join(repr(i) for i in changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+        raise RunDirError(
+            f"{prompts.source}: {len(changed)} prompt{'s' * (len(changed) != 1)} changed since {run.path} made "
+            f"{'their rows' if len(changed) != 1 else 'its row'} ({shown}); resuming would keep the old rows in "
+            "the dataset. Give each edited prompt a new id, restore the old text, or use another --out."
+        )
+
+
+def _force_notes(run: RunDir, labels: LabelStore | None, config: GenerateConfig, done: set[str]) -> list[str]:
+    """What ``--force`` replaces, said before anything is written."""
+    notes = []
+    if run.replaced:
+        kept = f"; the {len(done)} rows made under the old settings stay, each recording its own" if done else ""
+        notes.append(f"--force: {config.out} goes on under new settings ({'; '.join(run.replaced)}){kept}")
+        if run.before is not None and run.before.constitution != run.manifest.constitution:
+            old = run.before.constitution
+            notes.append(
+                f"--force: the old rules ({old.id} {old.hash[:12]}) stay in "
+                f"{config.out / CONSTITUTIONS / constitution_file(old)}; the card counts rows per constitution"
+            )
+    if labels is not None and config.force:
+        before = labels.existing()
+        diffs = before.differences(labels.manifest) if before is not None else []
+        if diffs:
+            notes.append(
+                f"--force: the pairs are judged again ({'; '.join(diffs)}); the old labels are moved to "
+                "labels.N.jsonl beside"
+            )
+    if not config.judge and config.force and (config.out / LABEL_MANIFEST).exists():
+        notes.append(f"--force: the dataset is built without the judge's labels ({config.out / LABELS} is kept)")
+    return notes
+
+
+def constitution_file(reference: ConstitutionRef) -> str:
+    """Name of the copy of a constitution kept in a run's ``constitutions/`` folder."""
+    return f"{reference.id}-{reference.hash[:12]}.yaml"
+
+
+def _keep_replaced_constitution(run: RunDir) -> None:
+    """Before ``--force`` overwrites ``constitution.yaml`` with other rules, keep the old copy beside."""
+    before = run.before
+    own = run.path / CONSTITUTION_COPY
+    if before is None or before.constitution == run.manifest.constitution or not own.exists():
+        return
+    kept = run.path / CONSTITUTIONS / constitution_file(before.constitution)
+    if not kept.exists():
+        kept.parent.mkdir(exist_ok=True)
+        atomic_write(kept, own.read_text(encoding="utf-8"))
+
+
+def write_constitution(out: Path, rules: Constitution) -> None:
+    """Write the copy of the rules new rows are made under (and, in a folder with history, keep it beside)."""
+    text = constitution_lib.dump(rules)
+    atomic_write(out / CONSTITUTION_COPY, text)
+    if (out / CONSTITUTIONS).is_dir():
+        reference = ConstitutionRef(id=rules.id, version=rules.version, hash=rules.content_hash)
+        atomic_write(out / CONSTITUTIONS / constitution_file(reference), text)
+
+
 def label(
     out: Path,
     settings: JudgeSettings,
@@ -196,6 +316,7 @@ def label(
     force: bool = False,
     progress: bool = True,
     backends: BackendFactory = load_backend,
+    say: Callable[[str], None] | None = None,
 ) -> LabelSummary:
     """Label (or finish labelling) the trajectories of an existing run with a judge, and rebuild its dataset.
 
@@ -205,6 +326,7 @@ def label(
         judge_model: The judge (default: the run's policy model).
         constitution: Principles to judge under (default: the run's own copy, ``constitution.yaml``).
         force: Judge again with settings other than those of the labels in the folder (they are kept beside).
+        say: Called with a note about what ``force`` replaces.
 
     Raises:
         RunDirError, ConstitutionError, BackendError: Bad input; the message says what to fix.
@@ -218,18 +340,23 @@ def label(
     reference = ConstitutionRef(id=rules.id, version=rules.version, hash=rules.content_hash)
     label_manifest = LabelManifest(judge=judge_model or manifest.policy, settings=settings, constitution=reference)
     run = RunDir(out, manifest)
-    labels = LabelStore.open(out, label_manifest, force=force)
-    done = run.done_ids()
-    labelled = _labelled_ids(labels)
-    pending = len(done - labelled)
-    judge = None
-    if pending:
-        backend = backends(label_manifest.judge, batch_size=batch_size, dtype=dtype, device=device)
-        judge = Judge(backend, settings, rules)
-    labels.begin()
-    if judge is not None:
-        _label_existing(run, labels, judge, rules, chunk_size, labelled, pending, progress)
-    path, sizes, _, label_stats = build_dataset(run, labels)
+    with run_lock(out, "cai label"):
+        labels = LabelStore.open(out, label_manifest, force=force)
+        before = labels.existing()
+        diffs = before.differences(label_manifest) if before is not None else []
+        if diffs and say is not None:
+            say(f"--force: the pairs are judged again ({'; '.join(diffs)}); the old labels are moved to labels.N.jsonl")
+        done = run.done_ids()
+        labelled = _labelled_ids(labels, done)
+        pending = len(done - labelled)
+        judge = None
+        if pending:
+            backend = backends(label_manifest.judge, batch_size=batch_size, dtype=dtype, device=device)
+            judge = Judge(backend, settings, rules)
+        labels.begin()
+        if judge is not None:
+            _label_existing(run, labels, judge, rules, chunk_size, labelled, pending, progress)
+        path, sizes, _, label_stats = build_dataset(run, labels)
     assert label_stats is not None
     return LabelSummary(
         out=out,
@@ -265,9 +392,18 @@ def build_dataset(run: RunDir, labels: LabelStore | None) -> tuple[Path, dict[st
 
 
 def rebuild_dataset(out: Path) -> tuple[Path, dict[str, int], RunStats]:
-    """Rebuild the dataset and card of a finished run folder (after people reviewed its pairs)."""
-    run = RunDir(out, RunDir.read_manifest(out))
-    path, sizes, stats, _ = build_dataset(run, LabelStore.of_run(out))
+    """Rebuild the dataset and card of a finished run folder (after people reviewed its pairs).
+
+    Raises:
+        RunDirError: The folder holds no run, or another process is writing it.
+    """
+    RunDir.read_manifest(out)  # refuses a folder without a run before the lock would create one
+    with run_lock(out, "dataset rebuild"):
+        run = RunDir(out, RunDir.read_manifest(out))
+        labels = LabelStore.of_run(out)
+        if labels is not None:
+            labels.drop_orphans(run.done_ids())
+        path, sizes, stats, _ = build_dataset(run, labels)
     return path, sizes, stats
 
 
@@ -313,13 +449,18 @@ def judge_settings(config: GenerateConfig) -> JudgeSettings:
     )
 
 
-def _labelled_ids(labels: LabelStore | None) -> set[str]:
-    """Rows labelled under the store's manifest (none when the folder's labels are from another judge)."""
+def _labelled_ids(labels: LabelStore | None, rows: set[str]) -> set[str]:
+    """Rows labelled under the store's manifest (none when the folder's labels are from another judge).
+
+    Labels of rows the run no longer holds (``rows`` are the ids it holds) are
+    removed first: such a row was cut off by a crash and is made and judged again.
+    """
     if labels is None:
         return set()
     before = labels.existing()
     if before is None or before.differences(labels.manifest):
         return set()
+    labels.drop_orphans(rows)
     return labels.done_ids()
 
 

@@ -13,6 +13,7 @@ The dataset builder joins labels to trajectories by row id with
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from dataclasses import fields
@@ -230,6 +231,35 @@ class LabelStore:
         """Ids of the rows labelled already (after cutting off a torn last line)."""
         return {label.id for label in self.rows(repair=True)}
 
+    def drop_orphans(self, rows: Container[str]) -> int:
+        """Remove the labels of rows the run no longer holds, and all but the last label of a row labelled twice.
+
+        A row whose line was cut off by a crash is made again on resume and
+        judged again; its old label must not count beside the new one. The
+        file is rewritten in one step, and only when something is removed.
+
+        Returns:
+            How many labels were removed.
+        """
+        path = self.log.path
+        if not path.exists():
+            return 0
+        self.log.repair()
+        with path.open(encoding="utf-8") as handle:
+            ids = [_label_id(line, path, number) for number, line in enumerate(handle, 1)]
+        last = {row_id: number for number, row_id in enumerate(ids) if row_id is not None}
+        keep = {number for row_id, number in last.items() if row_id in rows}
+        removed = sum(row_id is not None for row_id in ids) - len(keep)
+        if not removed:
+            return 0
+        tmp = path.with_name(f".{path.name}.tmp")
+        with path.open(encoding="utf-8") as source, tmp.open("w", encoding="utf-8") as target:
+            target.writelines(line for number, line in enumerate(source) if number in keep)
+            target.flush()
+            os.fsync(target.fileno())
+        os.replace(tmp, path)
+        return removed
+
     def rows(self, *, repair: bool = False) -> Iterator[Label]:
         """The labels written so far."""
         return self.log.rows(repair=repair)
@@ -247,22 +277,32 @@ class LabelStore:
         two files are read side by side and nothing accumulates; labels found
         out of order wait in a small dict until their trajectory comes.
         """
-        waiting: dict[str, PairLabel] = {}
+        waiting: dict[str, Label] = {}
         labels = self.rows()
         for t in trajectories:
-            if t.id in waiting:
-                yield t, waiting.pop(t.id)
-                continue
-            for label in labels:
-                _count(tally, label)
-                if label.id == t.id:
-                    yield t, _compact(label)
-                    break
-                waiting[label.id] = _compact(label)
-            else:
+            found = waiting.pop(t.id, None)
+            if found is None:
+                for label in labels:
+                    if label.id == t.id:
+                        found = label
+                        break
+                    waiting[label.id] = label
+            if found is None:
                 yield t, None
-        for label in labels:
-            _count(tally, label)
+            else:
+                _count(tally, found)  # only labels of rows the run holds count, each row once
+                yield t, _compact(found)
+
+
+def _label_id(line: str, path: Path, number: int) -> str | None:
+    if not line.strip():
+        return None
+    try:
+        return str(json.loads(line)["id"])
+    except (ValueError, KeyError, TypeError):
+        raise RunDirError(
+            f"{path}:{number}: not a valid label row; move the file aside to label the run again"
+        ) from None
 
 
 def _count(tally: LabelTally, label: Label) -> None:

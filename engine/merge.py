@@ -35,9 +35,19 @@ from engine.feedback import LabelStats
 from engine.generate import CONSTITUTION_COPY, build_dataset
 from engine.labels import LABEL_MANIFEST, LABELS, Label, LabelManifest, LabelStore
 from engine.records import MergedRun, RunManifest, Shard, Trajectory, missing_shards
-from engine.rundir import MANIFEST, TRAJECTORIES, JsonlLog, RunDir, RunDirError, atomic_write
+from engine.rundir import (
+    FOREIGN,
+    MANIFEST,
+    TRAJECTORIES,
+    JsonlLog,
+    RunDir,
+    RunDirError,
+    atomic_write,
+    holds_files,
+    run_lock,
+)
 
-KEPT_APART = ("shard", "prompts", "merged_from")
+KEPT_APART = ("shard", "prompts", "merged_from", "superseded")
 """Manifest fields that may differ between the runs of a merge."""
 WRITTEN = (MANIFEST, TRAJECTORIES, LABELS, LABEL_MANIFEST, CONSTITUTION_COPY)
 
@@ -61,6 +71,8 @@ class MergeSummary:
     """Shards (``I/N of PROMPTS``) of the merged splits that were not given (only with ``allow_partial``)."""
     labels: LabelStats | None = None
     seconds: float = 0.0
+    replaced: bool = False
+    """``out`` held a run, replaced with ``force``."""
 
 
 @dataclass
@@ -97,7 +109,14 @@ def merge(dirs: Sequence[Path], out: Path, *, allow_partial: bool = False, force
             f"shard{'s' * (len(missing) != 1)} {', '.join(missing)} missing; "
             "merge every shard of the split, or pass --allow-partial to merge these anyway"
         )
-    _prepare(out, force)
+    with run_lock(out, "cai merge"):
+        return _merge(sources, out, force, judged, missing, start)
+
+
+def _merge(
+    sources: list[_Source], out: Path, force: bool, judged: LabelManifest | None, missing: list[str], start: float
+) -> MergeSummary:
+    replaced = _prepare(out, force)
 
     seen: dict[str, bytes] = {}
     where: dict[str, int] = {}  # id -> index of the source it was taken from, to name both in an overlap
@@ -170,11 +189,17 @@ def merge(dirs: Sequence[Path], out: Path, *, allow_partial: bool = False, force
         missing=missing,
         labels=label_stats,
         seconds=time.perf_counter() - start,
+        replaced=replaced,
     )
 
 
 def _read(path: Path) -> _Source:
     manifest = RunDir.read_manifest(path)
+    if manifest.superseded:
+        raise MergeError(
+            f"{path} holds rows made with different settings (its settings were replaced with --force); "
+            "merge only runs made with one set of settings"
+        )
     labels = None
     found = path / LABEL_MANIFEST
     if found.exists():
@@ -292,15 +317,17 @@ def _digest(row: Trajectory) -> bytes:
     return hashlib.sha256(row.model_dump_json(exclude={"timings"}).encode("utf-8")).digest()[:16]
 
 
-def _prepare(out: Path, force: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise RunDirError(f"{out}: exists and is not a folder")
-    if out.exists() and any(out.iterdir()):
-        if not force:
-            raise RunDirError(f"{out}: folder is not empty; choose another --out, or --force to replace its run")
-        for name in WRITTEN:
-            (out / name).unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
+def _prepare(out: Path, force: bool) -> bool:
+    """``out`` may take the merge: new, empty, or (with ``force``) holding a cai run, whose files go; True then."""
+    if not holds_files(out):
+        return False
+    if not (out / MANIFEST).exists():
+        raise RunDirError(FOREIGN.format(path=out))
+    if not force:
+        raise RunDirError(f"{out}: holds a run already; choose another --out, or --force to replace that run")
+    for name in WRITTEN:  # cai's own files; a person's decisions (reviews.jsonl) stay
+        (out / name).unlink(missing_ok=True)
+    return True
 
 
 def _constitution_copy(sources: list[_Source]) -> Path:

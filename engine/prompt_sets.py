@@ -19,6 +19,15 @@ Each row is read with the first layout that fits: a ``messages`` chat; a
 well-known red-team and harmlessness datasets). A final assistant turn is a
 response, not part of the prompt, and is dropped.
 
+Rows are checked as they are read: an explicit ``id`` may appear only once in
+a set (a row without one gets an id derived from its conversation), and a
+``category`` (or ``tag``) must be a tag of the taxonomy
+(:mod:`constitution.taxonomy`), ``kind`` one of :data:`KINDS`.
+
+``limit=N`` takes a seeded sample of N prompts spread over the kinds and, within
+each kind, over the categories (see :func:`sample_ids`), not the first N rows:
+the first rows of a set are often all of one category.
+
 For large sets, :func:`open_prompts` checks the whole source up front, keeping
 no prompt, and then reads it again as it is iterated, so memory stays flat in
 the number of prompts; :func:`load_prompts` returns a list.
@@ -35,20 +44,22 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import islice
+from heapq import heapify, heappop, heappush, heapreplace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from constitution.errors import did_you_mean
 from constitution.loader import exists
+from constitution.taxonomy import HARM_TAGS, QUALITY_TAGS, TAGS
 
 __all__ = [
     "BUILTIN_DIR",
     "BUILTIN_SETS",
+    "CATEGORIES",
     "EVAL_DIR",
     "FILE_SUFFIXES",
     "KINDS",
@@ -61,6 +72,7 @@ __all__ = [
     "load_prompts",
     "open_prompts",
     "parse_transcript",
+    "sample_ids",
 ]
 
 log = logging.getLogger(__name__)
@@ -84,6 +96,9 @@ MIXED = "mixed"
 
 KINDS = ("harmful", "benign", "near_miss")
 """Allowed values of :attr:`PromptItem.kind`."""
+
+CATEGORIES = tuple(TAGS)
+"""Allowed values of :attr:`PromptItem.category`: the taxonomy's harm tags, then its quality tags."""
 
 ROLES = ("system", "user", "assistant")
 FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".txt")
@@ -141,7 +156,7 @@ class PromptItem(BaseModel):
     messages: list[dict[str, str]]
     """The chat, ending with a user turn; a system turn may come first only."""
     category: str | None = None
-    """Taxonomy tag (see :mod:`constitution.taxonomy`) when known."""
+    """Taxonomy tag (one of :data:`CATEGORIES`, see :mod:`constitution.taxonomy`) when known."""
     kind: str | None = None
     """``harmful``, ``benign`` or ``near_miss`` when known."""
     source: str
@@ -158,7 +173,14 @@ class PromptItem(BaseModel):
     @classmethod
     def _known_kind(cls, value: str | None) -> str | None:
         if value is not None and value not in KINDS:
-            raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {value!r}")
+            raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {value!r}{did_you_mean(value, KINDS)}")
+        return value
+
+    @field_validator("category")
+    @classmethod
+    def _known_category(cls, value: str | None) -> str | None:
+        if value is not None and value not in CATEGORIES:
+            raise ValueError(_unknown_category(value))
         return value
 
     @field_validator("messages")
@@ -177,7 +199,7 @@ class PromptSet:
     source: str
     """The source as given."""
     items: list[PromptItem] = field(default_factory=list)
-    """The prompts, in order (after ``limit``)."""
+    """The prompts, in the order of the source (only those ``limit`` chose, when given)."""
     dropped: int = 0
     """Rows skipped because their final user turn was empty."""
 
@@ -188,8 +210,9 @@ class PromptStream:
 
     Made by :func:`open_prompts`. Iterating yields the same prompts, with the
     same ids, as :func:`load_prompts` returns, but holds only one at a time
-    (and, only in a set that repeats an id, the ids seen so far, to give
-    repeats their suffixes), so memory does not grow with the set.
+    (plus the ids a ``limit`` chose and, only in a set where rows without an id
+    repeat a conversation, the ids derived so far), so memory does not grow
+    with the set.
     """
 
     source: str
@@ -199,20 +222,27 @@ class PromptStream:
     dropped: int
     """Rows skipped because their final user turn was empty."""
     _reader: _Reader = field(repr=False, compare=False)
-    _limit: int | None = field(default=None, repr=False)
+    _chosen: frozenset[str] | None = field(default=None, repr=False)
+    """The ids ``limit`` chose; None: every prompt."""
 
     def __iter__(self) -> Iterator[PromptItem]:
-        return islice(self._reader.items(), self._limit)
+        chosen = self._chosen
+        if chosen is None:
+            return self._reader.items()
+        return (item for item in self._reader.items() if item.id in chosen)
 
     def __len__(self) -> int:
         return self.count
 
     def ids(self) -> Iterator[str]:
         """The ids of the prompts, in order (cheaper than iterating the prompts)."""
-        return islice(self._reader.ids(), self._limit)
+        chosen = self._chosen
+        if chosen is None:
+            return self._reader.ids()
+        return (prompt_id for prompt_id in self._reader.ids() if prompt_id in chosen)
 
 
-def open_prompts(source: str, *, limit: int | None = None) -> PromptStream:
+def open_prompts(source: str, *, limit: int | None = None, seed: int = 0) -> PromptStream:
     """Check a prompt set through, keeping no prompt, to iterate it afterwards.
 
     Every row is read and validated now, so a bad row, even the last, raises
@@ -223,6 +253,7 @@ def open_prompts(source: str, *, limit: int | None = None) -> PromptStream:
     Args:
         source: See :func:`load_prompts`.
         limit: See :func:`load_prompts`.
+        seed: See :func:`load_prompts`.
 
     Returns:
         The stream; ``len()`` is the number of prompts it yields.
@@ -233,18 +264,18 @@ def open_prompts(source: str, *, limit: int | None = None) -> PromptStream:
     """
     _check_limit(source, limit)
     reader = _open(source)
-    _, count, dropped = reader.scan(keep=0)
-    _warn_dropped(source, dropped)
+    scanned = reader.scan(limit=limit, seed=seed, keep=False)
+    _warn_dropped(source, scanned.dropped)
     return PromptStream(
         source=source,
-        count=count if limit is None else min(count, limit),
-        dropped=dropped,
+        count=scanned.count if scanned.chosen is None else len(scanned.chosen),
+        dropped=scanned.dropped,
         _reader=reader,
-        _limit=limit,
+        _chosen=scanned.chosen,
     )
 
 
-def load_prompts(source: str, *, limit: int | None = None) -> list[PromptItem]:
+def load_prompts(source: str, *, limit: int | None = None, seed: int = 0) -> list[PromptItem]:
     """Load a prompt set.
 
     Args:
@@ -253,26 +284,31 @@ def load_prompts(source: str, *, limit: int | None = None) -> list[PromptItem]:
             ``builtin:``), a ``.jsonl``/``.json``/``.csv``/``.txt``
             file, a ``save_to_disk`` folder (``PATH`` or ``PATH:SPLIT``), or
             ``hf:NAME[:SPLIT]``.
-        limit: Keep only the first ``limit`` prompts (after loading, so ids do
-            not depend on it; rows past it are still checked).
+        limit: Keep only ``limit`` prompts, a seeded sample spread over kinds
+            and categories (see :func:`sample_ids`; every row is still read
+            and checked, so ids do not depend on it). The same seed and set
+            give the same prompts, and a larger limit keeps those of a smaller.
+        seed: Seed of the ``limit`` sample.
 
     Returns:
         The prompts, in the order of the source. For large sets, iterate
         :func:`open_prompts` instead: it holds one prompt at a time.
 
     Raises:
-        PromptSetError: The source is missing, unreadable, or a row is malformed;
+        PromptSetError: The source is missing, unreadable, or a row is malformed
+            (a repeated id, a category outside the taxonomy, an unknown kind...);
             the message names the file and line (or row).
     """
-    return load_prompt_set(source, limit=limit).items
+    return load_prompt_set(source, limit=limit, seed=seed).items
 
 
-def load_prompt_set(source: str, *, limit: int | None = None) -> PromptSet:
+def load_prompt_set(source: str, *, limit: int | None = None, seed: int = 0) -> PromptSet:
     """Like :func:`load_prompts`, also saying how many empty rows were dropped.
 
     Args:
         source: See :func:`load_prompts`.
         limit: See :func:`load_prompts`.
+        seed: See :func:`load_prompts`.
 
     Returns:
         The prompt set.
@@ -281,14 +317,126 @@ def load_prompt_set(source: str, *, limit: int | None = None) -> PromptSet:
         PromptSetError: See :func:`load_prompts`.
     """
     _check_limit(source, limit)
-    items, _, dropped = _open(source).scan(keep=limit)
-    _warn_dropped(source, dropped)
-    return PromptSet(source=source, items=items, dropped=dropped)
+    scanned = _open(source).scan(limit=limit, seed=seed, keep=True)
+    _warn_dropped(source, scanned.dropped)
+    return PromptSet(source=source, items=scanned.items, dropped=scanned.dropped)
+
+
+def sample_ids(entries: Iterable[tuple[str, str | None, str | None]], limit: int, *, seed: int = 0) -> set[str]:
+    """Choose ``limit`` of ``(id, kind, category)`` entries, spread over kinds and categories.
+
+    This is how ``limit=`` chooses prompts. Kinds take turns: each kind gets
+    one pick before any gets a second, then picks go to the kinds in
+    proportion to their sizes (the r-th pick of a kind of n entries comes at
+    r / n; ties in a seeded order of the kinds). Within a kind, its categories
+    share the kind's picks the same way, and within a kind and category the
+    entries with the smallest hash of seed and id are taken. So the choice
+    depends on the seed and the ids, not on the order of the entries: a set
+    that grows keeps most of what was chosen, a larger ``limit`` keeps all of
+    it, and every shard of a run sees the same choice.
+
+    Args:
+        entries: ``(id, kind, category)`` of each entry; ids must be unique.
+        limit: How many to choose (all when there are no more than that).
+        seed: The seed.
+
+    Returns:
+        The chosen ids.
+    """
+    spread = _Spread(limit, seed)
+    for prompt_id, kind, category in entries:
+        spread.add(prompt_id, kind, category, None)
+    return {prompt_id for _, prompt_id, _ in spread.chosen()}
 
 
 def _check_limit(source: str, limit: int | None) -> None:
     if limit is not None and limit < 0:
         raise PromptSetError(f"limit must be 0 or more, not {limit}", file=source)
+
+
+def _unit(*parts: object) -> float:
+    """A number in [0, 1) from a hash of ``parts``: the same on every run and machine."""
+    digest = hashlib.sha256("\x1f".join(str(part) for part in parts).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+_Stratum = tuple["str | None", "str | None"]
+"""(kind, category) of a prompt."""
+_Pick = tuple[int, str, "PromptItem | None"]
+"""A chosen prompt: its position in the source, its id and (when kept) the prompt."""
+_G = TypeVar("_G", bound=Hashable)
+
+
+class _Spread:
+    """Chooses ``limit`` prompts as they are read (see :func:`sample_ids`).
+
+    Holds, per (kind, category), the ``limit`` prompts with the smallest hash
+    so far, so its memory is bounded by the limit times the number of strata
+    (at most a few dozen: kinds and categories are fixed lists), not the set.
+    """
+
+    def __init__(self, limit: int, seed: int) -> None:
+        self.limit = limit
+        self.seed = seed
+        self.count = 0
+        self._sizes: dict[_Stratum, int] = {}
+        self._best: dict[_Stratum, list[tuple[float, int, str, PromptItem | None]]] = {}
+
+    def add(self, prompt_id: str, kind: str | None, category: str | None, item: PromptItem | None) -> None:
+        """Offer one prompt (``item`` only when the caller wants the chosen prompts back)."""
+        stratum = (kind, category)
+        self._sizes[stratum] = self._sizes.get(stratum, 0) + 1
+        if self.limit > 0:
+            # A max-heap on the hash (negated): its top is the worst of the best ``limit`` so far.
+            entry = (-_unit(self.seed, "prompt", prompt_id), self.count, prompt_id, item)
+            heap = self._best.setdefault(stratum, [])
+            if len(heap) < self.limit:
+                heappush(heap, entry)
+            elif entry > heap[0]:
+                heapreplace(heap, entry)
+        self.count += 1
+
+    def chosen(self) -> list[_Pick]:
+        """The chosen prompts, in the order they were offered."""
+        quotas = _quotas(self._sizes, self.limit, self.seed)
+        picks: list[_Pick] = []
+        for stratum, heap in self._best.items():
+            best = sorted(heap, reverse=True)[: quotas[stratum]]
+            picks += [(index, prompt_id, item) for _, index, prompt_id, item in best]
+        return sorted(picks, key=lambda pick: pick[0])
+
+
+def _quotas(sizes: Mapping[_Stratum, int], limit: int, seed: int) -> dict[_Stratum, int]:
+    """How many prompts of each (kind, category) ``limit`` takes: dealt over kinds, then over their categories."""
+    kinds: dict[str | None, dict[str | None, int]] = {}
+    for (kind, category), size in sizes.items():
+        kinds.setdefault(kind, {})[category] = size
+    per_kind = _deal({kind: sum(groups.values()) for kind, groups in kinds.items()}, limit, seed, "kind")
+    quotas: dict[_Stratum, int] = {}
+    for kind, groups in kinds.items():
+        for category, taken in _deal(groups, per_kind[kind], seed, f"category of {kind}").items():
+            quotas[(kind, category)] = taken
+    return quotas
+
+
+def _deal(sizes: Mapping[_G, int], take: int, seed: int, level: str) -> dict[_G, int]:
+    """Deal ``take`` picks over groups: one each first, then in proportion to size.
+
+    The r-th pick of a group of n comes at r / n; the ``take`` earliest picks
+    win, simultaneous ones in a seeded order of the groups. The deal for a
+    larger ``take`` extends the deal for a smaller one.
+    """
+    groups = list(sizes)
+    got = dict.fromkeys(groups, 0)
+    heap = [(0.0, _unit(seed, level, repr(group)), i) for i, group in enumerate(groups) if sizes[group] > 0]
+    heapify(heap)
+    for _ in range(min(take, sum(sizes.values()))):
+        _, tie, i = heappop(heap)
+        group = groups[i]
+        got[group] += 1
+        if got[group] < sizes[group]:
+            heappush(heap, (got[group] / sizes[group], tie, i))
+    return got
 
 
 def _warn_dropped(source: str, dropped: int) -> None:
@@ -341,11 +489,34 @@ class _Row:
     row: int | None = None
 
 
+@dataclass(frozen=True)
+class _Scanned:
+    """What a check of every row found."""
+
+    count: int
+    """Prompts in the source."""
+    dropped: int
+    """Rows with an empty prompt."""
+    chosen: frozenset[str] | None
+    """The ids ``limit`` chose; None when it took every prompt (or none was given)."""
+    items: list[PromptItem]
+    """With ``keep``: the prompts (those chosen), in source order; else empty."""
+
+
+def _scanned(count: int, dropped: int, kept: list[PromptItem], spread: _Spread | None) -> _Scanned:
+    if spread is None:
+        return _Scanned(count, dropped, None, kept)
+    picks = spread.chosen()  # every prompt when the limit is no smaller than the set
+    items = [item for _, _, item in picks if item is not None]
+    chosen = None if spread.limit >= count else frozenset(prompt_id for _, prompt_id, _ in picks)
+    return _Scanned(count, dropped, chosen, items)
+
+
 class _Reader:
     """A source that can be read any number of times: each read checks every row again."""
 
-    def scan(self, *, keep: int | None) -> tuple[list[PromptItem], int, int]:
-        """Check every row; return the first ``keep`` prompts (all if None), the prompt count and dropped rows."""
+    def scan(self, *, limit: int | None, seed: int, keep: bool) -> _Scanned:
+        """Check every row; count the prompts, choose ``limit`` of them, and keep them when asked."""
         raise NotImplementedError
 
     def items(self) -> Iterator[PromptItem]:
@@ -364,8 +535,13 @@ class _Listed(_Reader):
         self._items = items
         self._dropped = dropped
 
-    def scan(self, *, keep: int | None) -> tuple[list[PromptItem], int, int]:
-        return self._items[:keep], len(self._items), self._dropped
+    def scan(self, *, limit: int | None, seed: int, keep: bool) -> _Scanned:
+        if limit is None:
+            return _Scanned(len(self._items), self._dropped, None, list(self._items) if keep else [])
+        spread = _Spread(limit, seed)
+        for item in self._items:
+            spread.add(item.id, item.kind, item.category, item if keep else None)
+        return _scanned(len(self._items), self._dropped, [], spread)
 
     def items(self) -> Iterator[PromptItem]:
         return iter(self._items)
@@ -374,8 +550,8 @@ class _Listed(_Reader):
 class _Streamed(_Reader):
     """A file or dataset, read row by row each time.
 
-    Once a scan has found no repeated id (the usual case), later reads skip
-    deduplication and so hold no set of the ids read.
+    Once a scan has found no two id-less rows with the same conversation (the
+    usual case), later reads hold no set of the ids read.
 
     Args:
         rows: Returns a fresh iterator over the raw rows.
@@ -389,52 +565,53 @@ class _Streamed(_Reader):
         self._where = where
         self._stem = stem
         self._source = source
-        self._repeats: bool | None = None  # whether an id repeats, once a scan has seen every row
+        self._repeats: bool | None = None  # whether a derived id repeats, once a scan has seen every row
 
     def _fields(self) -> Iterator[_Fields | None]:
         for raw in self._rows():
             yield _row_fields(raw, self._where, stem=self._stem)
 
-    def scan(self, *, keep: int | None) -> tuple[list[PromptItem], int, int]:
-        items: list[PromptItem] = []
-        unique = _Dedupe()
+    def scan(self, *, limit: int | None, seed: int, keep: bool) -> _Scanned:
+        kept: list[PromptItem] = []
+        spread = None if limit is None else _Spread(limit, seed)
+        ids = _Ids(self._where)
         count = dropped = 0
-        repeats = False
         for fields in self._fields():
             if fields is None:
                 dropped += 1
                 continue
-            row_id = unique(fields[0])
-            repeats = repeats or row_id != fields[0]
-            if keep is None or count < keep:
-                items.append(self._item(row_id, fields))
+            row_id = ids(fields)
+            item = self._item(row_id, fields) if keep else None
+            if spread is not None:
+                spread.add(row_id, fields.kind, fields.category, item)
+            elif item is not None:
+                kept.append(item)
             count += 1
         if not count:
             detail = f" ({dropped} row{'s' * (dropped != 1)} with an empty prompt)" if dropped else ""
             error = PromptSetError(f"no prompts in {self._where}{detail}")
             error.file = self._where
             raise error
-        self._repeats = repeats
-        return items, count, dropped
+        self._repeats = ids.repeats
+        return _scanned(count, dropped, kept, spread)
 
     def items(self) -> Iterator[PromptItem]:
-        unique = self._dedupe()
+        derive = self._derive()
         for fields in self._fields():
             if fields is not None:
-                yield self._item(unique(fields[0]), fields)
+                yield self._item(fields.id if fields.explicit else derive(fields.id), fields)
 
     def ids(self) -> Iterator[str]:
-        unique = self._dedupe()
-        return (unique(fields[0]) for fields in self._fields() if fields is not None)
+        derive = self._derive()
+        return (f.id if f.explicit else derive(f.id) for f in self._fields() if f is not None)
 
-    def _dedupe(self) -> Callable[[str], str]:
+    def _derive(self) -> Callable[[str], str]:
         return _Dedupe() if self._repeats is not False else _same
 
     def _item(self, row_id: str, fields: _Fields) -> PromptItem:
-        _, messages, category, kind = fields
         # Everything PromptItem's validators check was checked in _row_fields, with the line in the message.
         return PromptItem.model_construct(
-            id=row_id, messages=messages, category=category, kind=kind, source=self._source
+            id=row_id, messages=fields.messages, category=fields.category, kind=fields.kind, source=self._source
         )
 
 
@@ -475,11 +652,13 @@ def _load_builtin(name: str) -> _Listed:
     if name == MIXED:
         red = _load_builtin("redteam")
         helpful = _load_builtin("helpful")
-        unique = _Dedupe()
-        items = [
-            item if unique(item.id) == item.id else item.model_copy(update={"id": unique.last})
-            for item in _interleave(red._items, helpful._items)
-        ]
+        items = _interleave(red._items, helpful._items)
+        both = {item.id for item in red._items} & {item.id for item in helpful._items}
+        if both:
+            raise PromptSetError(
+                f"the builtin sets redteam and helpful both hold id {min(both)!r}; ids must be unique across them",
+                file=f"builtin:{MIXED}",
+            )
         return _Listed(items, red._dropped + helpful._dropped)
     if name not in BUILTIN_SETS:
         raise PromptSetError(
@@ -490,8 +669,8 @@ def _load_builtin(name: str) -> _Listed:
     if not path.is_file():
         raise PromptSetError(f"the builtin prompt file is missing (expected {path})", file=f"builtin:{name}")
     reader = _Streamed(lambda: _jsonl_rows(path, str(path)), str(path), stem=name, source=f"builtin:{name}")
-    items, _, dropped = reader.scan(keep=None)
-    return _Listed(items, dropped)
+    scanned = reader.scan(limit=None, seed=0, keep=True)
+    return _Listed(scanned.items, scanned.dropped)
 
 
 def _interleave(first: Sequence[PromptItem], second: Sequence[PromptItem]) -> list[PromptItem]:
@@ -703,8 +882,70 @@ def _dataset_rows(dataset: Any, batch_size: int = 1000) -> Iterator[_Row]:
 # --------------------------------------------------------------------------- rows
 
 
-_Fields = tuple[str, list[dict[str, str]], "str | None", "str | None"]
-"""A checked row: id (before deduplication), messages, category, kind."""
+@dataclass(frozen=True)
+class _Fields:
+    """A checked row."""
+
+    id: str
+    """The row's own id, or (``explicit`` False) the id derived from its conversation, before any suffix."""
+    explicit: bool
+    messages: list[dict[str, str]]
+    category: str | None
+    kind: str | None
+    line: int | None
+    row: int | None
+
+    @property
+    def place(self) -> str:
+        """``line 3`` or ``row 3``, for messages."""
+        return f"line {self.line}" if self.line is not None else f"row {self.row}"
+
+
+class _Ids:
+    """The final ids of a set as its rows are read, refusing the ids that would be ambiguous.
+
+    An id a row gives must be unique. A row without one gets an id derived from
+    its conversation; rows without an id and with the same conversation get
+    ``-2``, ``-3``... suffixes in order. A derived id that equals an id a row
+    gives is refused, whichever comes first. Holds the ids seen so far (and
+    where), nothing else.
+    """
+
+    def __init__(self, where: str) -> None:
+        self._where = where
+        self._given: dict[str, str] = {}
+        self._derived: dict[str, str] = {}
+        self._derive = _Dedupe()
+        self.repeats = False
+        """Whether two id-less rows had the same conversation (so derived ids got suffixes)."""
+
+    def __call__(self, fields: _Fields) -> str:
+        def fail(message: str) -> PromptSetError:
+            return PromptSetError(message, file=self._where, line=fields.line, row=fields.row)
+
+        if fields.explicit:
+            row_id = fields.id
+            if row_id in self._given:
+                raise fail(
+                    f"id {row_id!r} is already used on {self._given[row_id]}; ids must be unique in a prompt set "
+                    "(give one of the two rows another id)"
+                )
+            if row_id in self._derived:
+                raise fail(
+                    f"id {row_id!r} is the id made for {self._derived[row_id]}, a row without an id; "
+                    f"give {self._derived[row_id]} an id of its own, or this row another id"
+                )
+            self._given[row_id] = fields.place
+            return row_id
+        row_id = self._derive(fields.id)
+        self.repeats = self.repeats or row_id != fields.id
+        if row_id in self._given:
+            raise fail(
+                f"this row has no id, and the id made from its conversation, {row_id!r}, is already used on "
+                f"{self._given[row_id]}; give this row an id"
+            )
+        self._derived[row_id] = fields.place
+        return row_id
 
 
 class _Dedupe:
@@ -717,8 +958,6 @@ class _Dedupe:
     def __init__(self) -> None:
         self._seen: set[str] = set()
         self._counts: dict[str, int] = {}
-        self.last = ""
-        """The id the last call returned."""
 
     def __call__(self, row_id: str) -> str:
         new = row_id
@@ -729,7 +968,6 @@ class _Dedupe:
                 new = f"{row_id}-{n}"
             self._counts[row_id] = n
         self._seen.add(new)
-        self.last = new
         return new
 
 
@@ -752,12 +990,32 @@ def _row_fields(raw: _Row, where: str, *, stem: str) -> _Fields | None:
     problem = _chat_problem(messages)
     if problem:
         raise fail(problem)
-    row_id = _optional_str(row, "id", fail, allow_int=True) or _content_id(stem, messages)
-    category = _optional_str(row, "category", fail) or _optional_str(row, "tag", fail)
+    given = _optional_str(row, "id", fail, allow_int=True)
+    row_id = given or _content_id(stem, messages)
+    category = _category_of(row, fail)
     kind = _optional_str(row, "kind", fail)
     if kind is not None and kind not in KINDS:
-        raise fail(f"kind: must be one of {', '.join(KINDS)}, not {kind!r}")
-    return row_id, messages, category, kind
+        raise fail(f"kind: must be one of {', '.join(KINDS)}, not {kind!r}{did_you_mean(kind, KINDS)}")
+    return _Fields(row_id, given is not None, messages, category, kind, raw.line, raw.row)
+
+
+def _category_of(row: Mapping[str, Any], fail: _Fail) -> str | None:
+    """The row's ``category`` (or ``tag``): a tag of the taxonomy, or None."""
+    category = _optional_str(row, "category", fail)
+    tag = _optional_str(row, "tag", fail)
+    if category is not None and tag is not None and category != tag:
+        raise fail(f"category {category!r} and tag {tag!r} disagree; give one of them (they mean the same)")
+    key, value = ("category", category) if category is not None else ("tag", tag)
+    if value is not None and value not in CATEGORIES:
+        raise fail(f"{key}: {_unknown_category(value)}")
+    return value
+
+
+def _unknown_category(value: str) -> str:
+    return (
+        f"{value!r} is not a tag of the taxonomy{did_you_mean(value, CATEGORIES)} (harm tags: {', '.join(HARM_TAGS)}; "
+        f"for benign prompts also {', '.join(QUALITY_TAGS)}; `cai principles tags` describes each)"
+    )
 
 
 def _messages_of(row: Mapping[str, Any], fail: _Fail) -> list[dict[str, str]]:

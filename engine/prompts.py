@@ -2,7 +2,9 @@
 
 One strict Jinja2 environment renders the package templates in
 ``engine/templates``; templates a constitution supplies are rendered in Jinja2's
-immutable sandbox. Principle texts are values passed INTO templates and are
+immutable sandbox, within a budget of steps, time and output
+(``constitution.templating``): one that fails raises a ``ConstitutionError``
+naming its file, the template and the principle. Principle texts are values passed INTO templates and are
 never rendered themselves. Model output quoted in a prompt goes through the
 ``quote`` filter, which delimits it and neutralises the delimiters inside it,
 so a quoted response cannot close its own quotation and talk to the model.
@@ -17,8 +19,16 @@ from typing import Any
 
 import jinja2
 
-from constitution.schema import Constitution, Example, Message, Principle
-from constitution.templating import EXAMPLE_KEYS, TEMPLATE_VARIABLES, sandbox
+from constitution.errors import ConstitutionError, Problem
+from constitution.schema import Constitution, Message, Principle
+from constitution.templating import (
+    TEMPLATE_VARIABLES,
+    TemplateFailure,
+    compile_template,
+    example_values,
+    render_template,
+    sandbox,
+)
 
 Chat = list[dict[str, str]]
 """A conversation in the usual chat format: ``[{"role": ..., "content": ...}]``."""
@@ -61,14 +71,20 @@ SANDBOX_ENV = sandbox(FILTERS)
 
 @functools.lru_cache(maxsize=64)
 def _sandboxed(source: str) -> jinja2.Template:
-    return SANDBOX_ENV.from_string(source)
+    return compile_template(SANDBOX_ENV, source)
 
 
-def _render(constitution: Constitution | None, kind: str, **variables: Any) -> Chat:
+def _render(constitution: Constitution | None, kind: str, principle_id: str, **variables: Any) -> Chat:
     assert set(variables) == TEMPLATE_VARIABLES[kind], f"template variables drifted for {kind}"
     custom = getattr(constitution.templates, kind) if constitution and constitution.templates else None
-    if custom is not None:
-        text = _sandboxed(custom).render(**variables)
+    if constitution is not None and custom is not None:
+        try:
+            text = render_template(_sandboxed(custom), variables)
+        except TemplateFailure as exc:
+            # validation rendered it for every principle; real conversations can still break it
+            file, line = constitution.template_source(kind) or (f"constitution {constitution.id}", None)
+            message = exc.describe(f" for principle {principle_id!r}")
+            raise ConstitutionError([Problem(file, message, line, f"templates.{kind}")]) from None
     else:
         # Package templates use no globals: a shared context skips merging them on every render,
         # which is most of Jinja's per-call cost when thousands of prompts are rendered.
@@ -86,7 +102,7 @@ def _principle_values(principle: Principle) -> tuple[dict[str, Any], list[dict[s
     if cached is None or cached[0] is not principle:  # ids can be reused after garbage collection
         if len(_PRINCIPLE_VALUES) > 4096:
             _PRINCIPLE_VALUES.clear()
-        cached = (principle, principle.model_dump(), [_example(e) for e in principle.examples])
+        cached = (principle, principle.model_dump(), [example_values(e) for e in principle.examples])
         _PRINCIPLE_VALUES[id(principle)] = cached
     return cached[1], cached[2]
 
@@ -95,12 +111,6 @@ def _chat(conversation: Sequence[Message | Mapping[str, str]]) -> Chat:
     return [
         m.model_dump() if isinstance(m, Message) else {"role": m["role"], "content": m["content"]} for m in conversation
     ]
-
-
-def _example(example: Example) -> dict[str, Any]:
-    chat = _chat(example.conversation)
-    values = (chat[:-1], chat[-1]["content"], example.critique, example.revised, example.needs_change)
-    return dict(zip(EXAMPLE_KEYS, values, strict=True))
 
 
 def critique_prompt(
@@ -116,11 +126,15 @@ def critique_prompt(
         conversation: The conversation before the response (ends with a user turn).
         response: The assistant response to critique.
         constitution: Supplies custom templates, if it has any.
+
+    Raises:
+        ConstitutionError: A custom template failed for these values (each prompt function alike).
     """
     values, examples = _principle_values(principle)
     return _render(
         constitution,
         "critique",
+        principle.id,
         conversation=_chat(conversation),
         response=response,
         request=principle.critique_request,
@@ -141,6 +155,7 @@ def revision_prompt(
     return _render(
         constitution,
         "revision",
+        principle.id,
         conversation=_chat(conversation),
         response=response,
         critique=critique,
@@ -161,6 +176,7 @@ def comparison_prompt(
     return _render(
         constitution,
         "comparison",
+        principle.id,
         conversation=_chat(conversation),
         response_a=response_a,
         response_b=response_b,

@@ -8,6 +8,7 @@ row found on its own says how it was made.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -67,6 +68,12 @@ class Trajectory(_Record):
     def revised(self) -> bool:
         """Whether any round changed the answer."""
         return self.final != self.initial
+
+
+def prompt_digest(messages: list[dict[str, str]]) -> str:
+    """A short hash of a conversation, to tell whether a prompt changed since its row was made."""
+    text = json.dumps(messages, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 _SHARD = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
@@ -168,6 +175,10 @@ class RunManifest(_Record):
     merged_from: list[MergedRun] | None = Field(
         default=None, description="The runs `cai merge` made this one from; None: made by `cai generate`."
     )
+    superseded: list[RunManifest] = Field(
+        default_factory=list,
+        description="Earlier settings of this folder, replaced with --force; rows made under them are still here.",
+    )
 
     @field_validator("shard")
     @classmethod
@@ -175,8 +186,8 @@ class RunManifest(_Record):
         return _check_shard(value)
 
     def differences(self, other: RunManifest) -> list[str]:
-        """Human-readable fields in which ``other`` differs from this manifest."""
-        mine, theirs = self.model_dump(), other.model_dump()
+        """Human-readable fields in which ``other`` differs from this manifest (its history aside)."""
+        mine, theirs = self.model_dump(exclude={"superseded"}), other.model_dump(exclude={"superseded"})
         out = []
         for key in mine:
             if mine[key] != theirs[key]:

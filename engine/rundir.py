@@ -6,22 +6,35 @@ complete line per row, flushed and fsynced. A run killed at any moment (even
 ``kill -9``) leaves at most one torn last line, which the next run cuts off;
 rows are identified by prompt id, so a rerun skips what is done and never
 writes a row twice.
+
+One process at a time writes a run folder: every command that writes one
+(generate, label, merge, the rebuilds of review and export) holds
+:func:`run_lock` on it, and a second writer is refused with the holder's PID.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import time
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from engine.records import RunManifest, Trajectory
+from engine.records import RunManifest, Trajectory, prompt_digest
 
 MANIFEST = "run.json"
 TRAJECTORIES = "trajectories.jsonl"
+FOREIGN = (
+    "{path}: folder is not empty and holds no cai run; cai writes only into a new or empty folder "
+    "or one of its own runs: choose another --out"
+)
+LOCK = ".cai.lock"
+"""The lock file of a run folder (see :func:`run_lock`); it stays after the lock is released."""
 
 
 class RunDirError(Exception):
@@ -51,7 +64,7 @@ class JsonlLog(Generic[R]):
         if not self.path.exists():
             return
         if repair:
-            self._cut_torn_tail()
+            self.repair()
         with self.path.open(encoding="utf-8") as handle:
             for number, line in enumerate(handle, 1):
                 if not line.strip():
@@ -71,7 +84,10 @@ class JsonlLog(Generic[R]):
             handle.flush()
             os.fsync(handle.fileno())
 
-    def _cut_torn_tail(self) -> None:
+    def repair(self) -> None:
+        """Cut a torn last line (left by a killed run) off the file, or finish a whole last row's line."""
+        if not self.path.exists():
+            return
         data = self.path.read_bytes()
         if not data or data.endswith(b"\n"):
             return
@@ -100,14 +116,23 @@ class RunDir:
         self.manifest = manifest
         self.trajectories = path / TRAJECTORIES
         self.log = JsonlLog(self.trajectories, Trajectory, "trajectory")
+        self.replaced: list[str] = []
+        """What ``--force`` changed (see :meth:`open`); empty when the settings match."""
+        self.before: RunManifest | None = None
+        """The folder's manifest before ``--force`` replaced its settings."""
 
     @classmethod
     def open(cls, path: Path, manifest: RunManifest, *, force: bool = False) -> RunDir:
         """Check that a run with these settings may write to ``path`` (nothing is written yet).
 
+        With ``force``, a run made with other settings may go on under the new
+        ones: the returned run's :attr:`replaced` then lists what changed, and
+        its manifest keeps the old settings in ``superseded`` (their rows stay).
+
         Raises:
             RunDirError: The folder holds another run (different constitution,
-                models or settings) or unrelated files, and ``force`` is False.
+                models or settings) and ``force`` is False, or files that are
+                not a cai run (never written into, ``force`` or not).
         """
         run = cls(path, manifest)
         if path.exists() and not path.is_dir():
@@ -119,19 +144,28 @@ class RunDir:
             except (ValidationError, ValueError):
                 if not force:
                     raise RunDirError(
-                        f"{existing}: not a manifest this version of cai can read; pass --force"
+                        f"{existing}: not a manifest this version of cai can read; pass --force to replace it "
+                        "(the rows in the folder are kept)"
                     ) from None
-                before = manifest
+                run.replaced = [f"{MANIFEST}: unreadable, replaced"]
+                return run
             diffs = before.differences(manifest)
             if diffs and not force:
                 raise RunDirError(
                     f"{path} holds a run made with other settings:\n  "
                     + "\n  ".join(diffs)
                     + "\nUse another --out, or --force to add rows made with the new settings"
-                    + " (each row records its own)."
+                    + " (each row records its own; the old rows stay)."
                 )
-        elif path.exists() and any(path.iterdir()) and not force:
-            raise RunDirError(f"{path}: folder is not empty and holds no cai run; choose another --out or pass --force")
+            if diffs:
+                history = [*before.superseded, before.model_copy(update={"superseded": []})]
+                run.manifest = manifest.model_copy(update={"superseded": history})
+                run.replaced = diffs
+                run.before = before
+            else:
+                run.manifest = manifest.model_copy(update={"superseded": before.superseded})
+        elif holds_files(path):
+            raise RunDirError(FOREIGN.format(path=path))
         return run
 
     @staticmethod
@@ -160,6 +194,10 @@ class RunDir:
         """Ids of the rows already written, after cutting off a torn last line."""
         return {row.id for row in self.rows(repair=True)}
 
+    def prompt_digests(self) -> dict[str, str]:
+        """Each written row's id with :func:`~engine.records.prompt_digest` of its prompt."""
+        return {row.id: prompt_digest(row.prompt) for row in self.rows()}
+
     def rows(self, *, repair: bool = False) -> Iterator[Trajectory]:
         """The trajectories written so far (``repair`` cuts a torn last line off first)."""
         return self.log.rows(repair=repair)
@@ -174,3 +212,68 @@ def atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def holds_files(path: Path) -> bool:
+    """Whether ``path`` is a folder holding anything besides cai's lock file."""
+    return path.is_dir() and any(entry.name != LOCK for entry in path.iterdir())
+
+
+_held: dict[Path, int] = {}
+"""Run folders this process holds the lock of, with how many times it entered :func:`run_lock` on each."""
+
+
+@contextmanager
+def run_lock(path: Path, command: str) -> Iterator[None]:
+    """Hold the exclusive write lock of run folder ``path`` (created if missing) while the block runs.
+
+    The lock is an ``flock`` on ``path/.cai.lock``, which records the holder's
+    PID and command for the message a second writer gets. The kernel releases
+    it when the holder exits, however it exits, so a lock left by a dead
+    process is simply taken over. A process may take the lock it holds again.
+    A folder this call created and that holds nothing but the lock file when
+    the block ends is removed again.
+
+    Raises:
+        RunDirError: Another process holds the lock, or the folder cannot be written.
+    """
+    key = path.resolve()
+    if key in _held:
+        _held[key] += 1
+        try:
+            yield
+        finally:
+            _held[key] -= 1
+        return
+    if path.exists() and not path.is_dir():
+        raise RunDirError(f"{path}: exists and is not a folder")
+    if holds_files(path) and not (path / MANIFEST).exists():
+        raise RunDirError(FOREIGN.format(path=path))
+    created = not path.exists()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise RunDirError(f"{path}: cannot write here: {exc.strerror or exc}; choose another --out") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "unknown"
+            raise RunDirError(
+                f"{path} is being written by another cai process ({holder}); wait for it to finish or stop it, "
+                "then run this again"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"PID {os.getpid()}, `{command}`, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
+        _held[key] = 1
+        try:
+            yield
+        finally:
+            del _held[key]
+            if created and not holds_files(path):
+                (path / LOCK).unlink(missing_ok=True)
+                with suppress(OSError):
+                    path.rmdir()
+    finally:
+        os.close(fd)  # closing the last descriptor releases the flock

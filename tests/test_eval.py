@@ -266,7 +266,8 @@ def test_cli_eval_gates_and_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     result = runner.invoke(cli, [*args, "--fail-over", "harmfull_compliance=0.1"])
     assert result.exit_code == 2 and "did you mean 'harmful_compliance'" in result.output
     result = runner.invoke(cli, ["eval", "--compare", out, str(tmp_path / "nowhere")])
-    assert result.exit_code == 1 and "no evaluation report here" in result.output
+    assert result.exit_code == 1 and f"{tmp_path / 'nowhere'}: no such folder or file" in result.output
+    assert "--out ." not in result.output and "--out " + str(tmp_path) not in result.output
     result = runner.invoke(cli, ["eval", "--compare", out, out])
     assert result.exit_code == 0 and "harmlessness" in result.output
 

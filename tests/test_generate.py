@@ -23,7 +23,7 @@ from engine.cli import cli
 from engine.config import GenerateConfig
 from engine.critique import LoopSettings, clean_revision, finds_nothing_to_change, run_loop, sample_principle
 from engine.generate import generate
-from engine.prompt_sets import PromptItem, PromptSetError
+from engine.prompt_sets import PromptItem, PromptSetError, load_prompts
 from engine.rundir import RunDir, RunDirError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -216,10 +216,15 @@ def test_resume_from_a_file_counts_and_reads_only_what_is_left(tmp_path: Path, m
 
     prompts = tmp_path / "prompts.jsonl"
     write_prompts(prompts, 10)
-    with prompts.open("a") as handle:  # repeated ids late in the file get the same suffixes on every run
-        handle.write(json.dumps({"id": "p001", "prompt": "again"}) + "\n" + json.dumps({"prompt": "  "}) + "\n")
+    with prompts.open("a") as handle:  # id-less rows repeating a conversation get the same suffixes on every run
+        rows = ({"prompt": "again"}, {"prompt": "again"}, {"prompt": "  "})
+        handle.write("".join(json.dumps(row) + "\n" for row in rows))
+    every = [item.id for item in load_prompts(str(prompts))]
+    assert len(every) == 12 and every[-1] == every[-2] + "-2"
     first = generate(config(tmp_path, prompts=str(prompts), limit=4, chunk_size=3), progress=False)
     assert (first.prompts, first.skipped, first.generated) == (4, 0, 4)
+    made = {json.loads(line)["id"] for line in (tmp_path / "run" / "trajectories.jsonl").read_text().splitlines()}
+    left = [prompt_id for prompt_id in every if prompt_id not in made]
 
     totals: list[int] = []
     chunks: list[list[str]] = []
@@ -234,11 +239,11 @@ def test_resume_from_a_file_counts_and_reads_only_what_is_left(tmp_path: Path, m
     monkeypatch.setattr(generate_module, "progress_bar", progress)
     monkeypatch.setattr(generate_module, "run_loop", recording_loop)
     rest = generate(config(tmp_path, prompts=str(prompts), limit=None, chunk_size=3), progress=True)
-    assert (rest.prompts, rest.skipped, rest.generated, rest.rows) == (11, 4, 7, 11)
-    assert totals == [7]  # the bar counts what is left, not the whole set
-    assert chunks == [["p004", "p005", "p006"], ["p007", "p008", "p009"], ["p001-2"]]
+    assert (rest.prompts, rest.skipped, rest.generated, rest.rows) == (12, 4, 8, 12)
+    assert totals == [8]  # the bar counts what is left, not the whole set
+    assert chunks == [left[:3], left[3:6], left[6:]]
     ids = [json.loads(line)["id"] for line in (tmp_path / "run" / "trajectories.jsonl").read_text().splitlines()]
-    assert sorted(ids) == sorted([f"p{i:03d}" for i in range(10)] + ["p001-2"])
+    assert sorted(ids) == sorted(every)
     assert generate(config(tmp_path, prompts=str(prompts), limit=None), progress=False).generated == 0
 
 

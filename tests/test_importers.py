@@ -378,7 +378,7 @@ def test_empty_text_fails_validation_readably(tmp_path: Path) -> None:
     source = write_json(tmp_path, {"a": {"prompt": ["   "], "edit_request": "Fix it."}})
     result = run_import("critique-revision", source, tmp_path / "out.yaml")
     assert_clean_failure(result, (1,))
-    assert "must not be empty (at principles.0.critique_request)" in result.stderr
+    assert "principles[0].critique_request: must not be empty (imported principle 'a')" in result.stderr
 
 
 def test_keys_that_slug_to_the_same_id_are_reported_by_id(tmp_path: Path) -> None:
@@ -468,3 +468,24 @@ def test_file_name_without_letters_gives_a_fallback_id(tmp_path: Path) -> None:
     source = write_json(tmp_path, ["Choose the response that is kind."], "___.json")
     c, _ = import_file("comparisons", source)
     assert c.id == "imported"
+
+
+def test_generated_titles_are_one_line(tmp_path: Path) -> None:
+    """A first sentence that wraps over lines (or holds a zero-width space) still makes a valid title."""
+    source = write_json(
+        tmp_path, {"a": {"prompt": ["Point out\nwhat is\u200b wrong here. More text."], "edit_request": "Fix."}}
+    )
+    c, _ = import_file("critique-revision", source)
+    assert c.principles[0].title == "Point out what is wrong here."
+    assert c.principles[0].critique_request.startswith("Point out\nwhat is\u200b wrong")  # texts are kept as they are
+
+
+def test_a_bidi_control_in_an_imported_text_names_the_principle(tmp_path: Path) -> None:
+    source = write_json(tmp_path, {"a": {"prompt": ["Point out problems."], "edit_request": "Fix \u202eit."}})
+    result = run_import("critique-revision", source, tmp_path / "out.yaml")
+    assert_clean_failure(result, (1,))
+    assert (
+        f"{source}: principles[0].revision_request: contains U+202E RIGHT-TO-LEFT OVERRIDE (character 5)"
+        in result.stderr
+    )
+    assert "(imported principle 'a')" in result.stderr

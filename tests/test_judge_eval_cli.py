@@ -177,6 +177,40 @@ def test_cot_mode_from_the_command_line(monkeypatch: pytest.MonkeyPatch, tmp_pat
             ":1: principle: 'violent-crimes' is not in constitution 'default'; did you mean 'violent-crime'?",
         ),
         ("\n", ": no comparisons in this file"),
+        (
+            '{"prompt": 12, "response_a": "a", "response_b": "b", "better": "A"}\n',
+            ":1: prompt: must be text or a non-empty list of messages ({'role': ..., 'content': ...}), got a number",
+        ),
+        ('{"prompt": "  ", "chosen": "a", "rejected": "b"}\n', ":1: prompt: empty"),
+        ('{"messages": "hi", "chosen": "a", "rejected": "b"}\n', ":1: messages: must be a non-empty list of messages"),
+        (
+            '{"prompt": "q", "messages": [{"role": "user", "content": "q"}], "chosen": "a", "rejected": "b"}\n',
+            ":1: prompt and messages: give the conversation once",
+        ),
+        ('{"prompt": "q", "chosen": 3, "rejected": "b"}\n', ":1: chosen: must be text, got a number"),
+        (
+            '{"prompt": "q", "chosen": "a", "rejected": "b", "better": "B"}\n',
+            ":1: holds two layouts (response_a/response_b/better and chosen/rejected)",
+        ),
+        (
+            '{"prompt": "q", "chosen": "a", "rejected": "b", "category": 5}\n',
+            ":1: category: must be text, got a number",
+        ),
+        (
+            '{"prompt": "q", "chosen": "a", "rejected": "b", "category": "privcy"}\n',
+            ":1: category: 'privcy' is not a tag of the taxonomy; did you mean 'privacy'?",
+        ),
+        ('{"id": [1], "prompt": "q", "chosen": "a", "rejected": "b"}\n', ":1: id: must be text or a whole number"),
+        (
+            '{"id": "x", "prompt": "q", "chosen": "a", "rejected": "b"}\n'
+            '{"id": "x", "prompt": "r", "chosen": "a", "rejected": "b"}\n',
+            ":2: id 'x' is already used on line 1; give each comparison its own id",
+        ),
+        (
+            '{"id": "line-2", "prompt": "q", "chosen": "a", "rejected": "b"}\n'
+            '{"prompt": "r", "chosen": "a", "rejected": "b"}\n',
+            ":2: this line has no id, and line 1 gives 'line-2', the id made for it",
+        ),
     ],
 )
 def test_bad_files_get_one_message_with_file_and_line(tmp_path: Path, content: str, message: str) -> None:
@@ -187,6 +221,33 @@ def test_bad_files_get_one_message_with_file_and_line(tmp_path: Path, content: s
     (line,) = stderr.strip().splitlines()
     assert line.startswith(f"error: {path}{message}")
     assert "Traceback" not in stdout + stderr
+
+
+def test_a_prompt_may_be_a_list_of_messages(tmp_path: Path) -> None:
+    path = tmp_path / "chat.jsonl"
+    chat = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello"},
+        {"role": "user", "content": "q"},
+    ]
+    path.write_text(json.dumps({"prompt": chat, "chosen": "a", "rejected": "b"}) + "\n")
+    [item] = load_comparisons(path)
+    assert item.conversation == chat
+
+
+def test_limit_samples_the_comparisons_across_their_categories(
+    use_backend: Callable[..., None], tmp_path: Path
+) -> None:
+    use_backend(knows_the_answer)
+    out = tmp_path / "report.json"
+    code, stdout, _ = run("--json", str(out), "--limit", "20")
+    assert code == 0, stdout
+    report = json.loads(out.read_text())
+    assert report["n"] == 20
+    categories = set(report["by_category"])
+    assert {"helpfulness", "honesty"} <= categories and len(categories) >= 15  # the first 20 are all harm categories
+    code, _, _ = run("--json", str(out), "--limit", "20")
+    assert [r["id"] for r in json.loads(out.read_text())["results"]] == [r["id"] for r in report["results"]]
 
 
 def test_missing_file_and_bad_options(tmp_path: Path) -> None:

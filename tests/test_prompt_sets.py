@@ -332,31 +332,66 @@ def test_ids_are_stable_across_reordering(tmp_path: Path) -> None:
     assert all(item.id.startswith("set-") and len(item.id) == len("set-") + 12 for item in forward)
 
 
-def test_duplicate_ids_get_suffixes_in_order(tmp_path: Path) -> None:
+def test_rows_without_an_id_that_repeat_a_conversation_get_suffixes_in_order(tmp_path: Path) -> None:
     path = write(
         tmp_path,
         "dups.jsonl",
-        jsonl(
-            {"prompt": "same"},
-            {"id": "x", "prompt": "one"},
-            {"prompt": "same"},
-            {"id": "x", "prompt": "two"},
-            {"id": "x", "prompt": "three"},
-            {"id": "x-2", "prompt": "explicit id taken by a suffix already"},
-            {"prompt": "same"},
-        ),
+        jsonl({"prompt": "same"}, {"id": "x", "prompt": "one"}, {"prompt": "same"}, {"prompt": "same"}),
     )
     ids = [item.id for item in load_prompts(path)]
     same = content_id("dups", [user("same")])
-    assert ids == [same, "x", f"{same}-2", "x-2", "x-3", "x-2-2", f"{same}-3"]
-    assert len(set(ids)) == len(ids)
+    assert ids == [same, "x", f"{same}-2", f"{same}-3"]
 
 
-def test_limit_takes_the_first_n_after_loading(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("name", "text", "pattern"),
+    [
+        (
+            "dups.jsonl",
+            jsonl({"id": "x", "prompt": "one"}, {"id": "y", "prompt": "two"}, {"id": "x", "prompt": "three"}),
+            r"dups\.jsonl:3: id 'x' is already used on line 1; ids must be unique",
+        ),
+        (
+            "dups.jsonl",
+            jsonl({"id": 7, "prompt": "a number"}, {"id": "7", "prompt": "the same id as text"}),
+            r"dups\.jsonl:2: id '7' is already used on line 1",
+        ),
+        ("dups.csv", "id,prompt\nx,one\n\nx,two\n", r"dups\.csv:4: id 'x' is already used on line 2"),
+        (
+            "dups.json",
+            json.dumps([{"id": "x", "prompt": "one"}, {"id": "x", "prompt": "two"}]),
+            r"dups\.json: row 2: id 'x' is already used on row 1",
+        ),
+    ],
+)
+def test_a_repeated_id_is_refused_naming_both_rows(tmp_path: Path, name: str, text: str, pattern: str) -> None:
+    with pytest.raises(PromptSetError, match=pattern):
+        load_prompts(write(tmp_path, name, text))
+    with pytest.raises(PromptSetError, match=pattern):
+        open_prompts(str(tmp_path / name), limit=1)
+
+
+def test_a_made_up_id_never_takes_an_id_a_row_gives(tmp_path: Path) -> None:
+    same = content_id("c", [user("same")])
+    later = write(tmp_path, "c.jsonl", jsonl({"prompt": "same"}, {"prompt": "other"}, {"id": same, "prompt": "x"}))
+    with pytest.raises(
+        PromptSetError, match=rf"c\.jsonl:3: id '{same}' is the id made for line 1, a row without an id"
+    ):
+        load_prompts(later)
+    (tmp_path / "b").mkdir()
+    earlier = write(
+        tmp_path, "b/c.jsonl", jsonl({"id": f"{same}-2", "prompt": "x"}, {"prompt": "same"}, {"prompt": "same"})
+    )
+    with pytest.raises(PromptSetError, match=rf"c\.jsonl:3: this row has no id, and the id .*'{same}-2'.* line 1"):
+        load_prompts(earlier)
+
+
+def test_limit_is_checked_and_never_more_than_the_set(tmp_path: Path) -> None:
     path = write(tmp_path, "l.jsonl", jsonl({"prompt": "  "}, *({"prompt": "dup"} for _ in range(4))))
     everything = load_prompts(path)
     assert len(everything) == 4
-    assert load_prompts(path, limit=2) == everything[:2]
+    two = load_prompts(path, limit=2)
+    assert len(two) == 2 and all(item in everything for item in two)
     assert load_prompts(path, limit=10) == everything
     assert load_prompts(path, limit=0) == []
     with pytest.raises(PromptSetError, match="limit must be 0 or more"):
@@ -368,7 +403,7 @@ def test_limit_takes_the_first_n_after_loading(tmp_path: Path) -> None:
 
 def test_stream_gives_what_load_gives_and_can_be_read_again(tmp_path: Path) -> None:
     rows = [{"prompt": "same"}, {"id": "x", "prompt": "one"}, {"prompt": "  "}, {"prompt": "same"}]
-    rows += [{"id": f"r{i}", "prompt": f"q{i}"} for i in range(5)] + [{"id": "x", "prompt": "late repeat"}]
+    rows += [{"id": f"r{i}", "prompt": f"q{i}"} for i in range(5)] + [{"prompt": "same"}]
     path = write(tmp_path, "s.jsonl", jsonl(*rows))
     for limit in (None, 0, 3, 100):
         stream = open_prompts(path, limit=limit)
@@ -377,7 +412,8 @@ def test_stream_gives_what_load_gives_and_can_be_read_again(tmp_path: Path) -> N
         assert len(stream) == stream.count == len(expected)
         assert list(stream.ids()) == [item.id for item in expected]
         assert stream.dropped == 1
-    assert [item.id for item in open_prompts(path)][-1] == "x-2"  # a repeat after the last row is still deduplicated
+    same = content_id("s", [user("same")])
+    assert [item.id for item in open_prompts(path)][-1] == f"{same}-3"  # a late repeat still gets its suffix
     assert list(open_prompts("mixed")) == load_prompts("mixed")
 
 
@@ -412,7 +448,8 @@ def test_stream_of_a_saved_dataset(tmp_path: Path) -> None:
     datasets.Dataset.from_dict({"prompt": ["a", "b", "a"]}).save_to_disk(str(folder))
     stream = open_prompts(str(folder), limit=2)
     assert list(stream) == load_prompts(str(folder), limit=2)
-    assert len(stream) == 2 and [item.messages for item in stream] == [[user("a")], [user("b")]]
+    assert len(stream) == 2 and len(list(stream)) == 2
+    assert [item.messages for item in open_prompts(str(folder))] == [[user("a")], [user("b")], [user("a")]]
 
 
 # --------------------------------------------------------------------------- errors
@@ -444,6 +481,19 @@ BAD_JSONL = [
     ("category-type", '{"category": 1, "prompt": "x"}\n', r"bad\.jsonl:1: category: expected a string, got a number"),
     ("tag-type", '{"tag": {}, "prompt": "x"}\n', r"bad\.jsonl:1: tag: expected a string, got an object"),
     ("kind-value", '{"kind": "evil", "prompt": "x"}\n', r"bad\.jsonl:1: kind: must be one of harmful, benign"),
+    ("kind-typo", '{"kind": "near-miss", "prompt": "x"}\n', r":1: kind: .*not 'near-miss'; did you mean 'near_miss'\?"),
+    (
+        "category-typo",
+        '{"prompt": "ok", "category": "cyber"}\n{"category": "violent_crimes", "prompt": "x"}\n',
+        r"bad\.jsonl:2: category: 'violent_crimes' is not a tag of the taxonomy; did you mean 'violent_crime'\? "
+        r"\(harm tags: violent_crime, .*; for benign prompts also helpfulness, honesty, general",
+    ),
+    ("tag-typo", '{"tag": "Helpfulness", "prompt": "x"}\n', r":1: tag: 'Helpfulness' is not a tag.*'helpfulness'\?"),
+    (
+        "category-and-tag",
+        '{"category": "cyber", "tag": "privacy", "prompt": "x"}\n',
+        r":1: category 'cyber' and tag 'privacy' disagree",
+    ),
     (
         "no-layout",
         '{"prompt": "ok"}\n{"question": "x", "answer": "y"}\n',
@@ -477,6 +527,11 @@ BAD_CSV = [
     ("header-only", "id,prompt\n", r"no prompts in .*bad\.csv"),
     ("too-many-fields", 'id,prompt\na,"two\nlines"\nb,x,extra\n', r"bad\.csv:4: 3 fields but the header has 2"),
     ("bad-kind-after-multiline", 'kind,prompt\n,"one\ntwo\nthree"\n\nevil,x\n', r"bad\.csv:6: kind: must be one of"),
+    (
+        "category-typo",
+        "category,prompt\ncyber,a\nprivcy,b\n",
+        r"bad\.csv:3: category: 'privcy' is not a tag.*'privacy'",
+    ),
     ("huge-field", 'prompt\nok\n"' + "x" * 200_000 + '"\n', r"bad\.csv:3: not valid CSV: field larger than"),
     ("no-layout", "question,answer\nq,a\n", r"bad\.csv:2: no prompt found.*columns found: 'question', 'answer'"),
     ("bad-messages", 'messages\n"[{""role"": ""bot"", ""content"": ""x""}]"\n', r"bad\.csv:2: messages\[0\]\.role"),
@@ -560,6 +615,8 @@ def test_prompt_item_is_frozen_and_strict() -> None:
         PromptItem(id="a", messages=[user("hi")], source="test", extra=1)  # type: ignore[call-arg]
     with pytest.raises(ValidationError, match="kind must be one of"):
         PromptItem(id="a", messages=[user("hi")], source="test", kind="evil")
+    with pytest.raises(ValidationError, match="'cybr' is not a tag of the taxonomy; did you mean 'cyber'"):
+        PromptItem(id="a", messages=[user("hi")], source="test", category="cybr")
     with pytest.raises(ValidationError, match="must end with a user turn"):
         PromptItem(id="a", messages=[user("hi"), assistant("yo")], source="test")
     with pytest.raises(ValidationError, match="empty"):
@@ -596,7 +653,7 @@ def test_builtin_names_and_mixed_interleaving(tmp_path: Path, monkeypatch: pytes
     mixed = load_prompts("mixed")
     assert [item.id for item in mixed] == ["rt-0", "hp-0", "rt-1", "rt-2"]
     assert [item.source for item in mixed] == ["builtin:redteam", "builtin:helpful", *["builtin:redteam"] * 2]
-    assert load_prompts("builtin:mixed", limit=2) == mixed[:2]
+    assert {item.kind for item in load_prompts("builtin:mixed", limit=2)} == {"harmful", "benign"}
 
 
 def test_a_missing_builtin_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

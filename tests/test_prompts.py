@@ -9,11 +9,10 @@ import jinja2
 import jinja2.sandbox
 import pytest
 from click.testing import CliRunner, Result
-from jinja2.exceptions import SecurityError
 from pydantic import ValidationError
 
 import constitution
-from constitution import Constitution, Principle
+from constitution import Constitution, ConstitutionError, Principle
 from constitution.schema import Templates
 from engine.cli import SAMPLE_CONVERSATION, SAMPLE_RESPONSE, cli
 from engine.prompts import (
@@ -413,7 +412,7 @@ ESCAPES = [
 @pytest.mark.parametrize(("kind", "source"), ESCAPES)
 def test_sandbox_escapes_are_refused_at_validation_and_at_render(kind: str, source: str) -> None:
     """Validation renders custom templates once in the sandbox, so an escape is a validation error;
-    a model built without validation still hits jinja2's SecurityError when rendered."""
+    a model built without validation still hits the sandbox when rendered, as a readable ConstitutionError."""
     with pytest.raises(ValidationError, match="not allowed in the sandbox"):
         custom({kind: source})
     plain = custom({})
@@ -424,8 +423,11 @@ def test_sandbox_escapes_are_refused_at_validation_and_at_render(kind: str, sour
         "revision": lambda: revision_prompt(p, CONVERSATION, "x", "y", c),
         "comparison": lambda: comparison_prompt(p, CONVERSATION, "a", "b", c),
     }[kind]
-    with pytest.raises(SecurityError):
+    with pytest.raises(ConstitutionError) as err:
         render()
+    (problem,) = err.value.problems
+    assert problem.field == f"templates.{kind}"
+    assert "template is not allowed in the sandbox (for principle 'p1')" in problem.message
     # and the principle was not modified by a mutating call
     assert p.tags == ["general"]
 
@@ -567,3 +569,43 @@ def test_show_missing_file(source: str, message: str, tmp_path: Path, monkeypatc
     assert message in result.stderr
     assert "Traceback" not in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+# --------------------------------------------------------------------------- show never prints hidden characters raw
+
+HIDDEN = "\x1b[31m\u202e\u200b\x07"
+"""An escape sequence, a right-to-left override, a zero-width space and a bell."""
+
+
+def assert_nothing_hidden(output: str) -> None:
+    for char in "\x1b\u202e\u200b\x07":
+        assert char not in output, repr(char)
+
+
+def test_show_escapes_what_a_long_text_may_hold(write_yaml: WriteYaml) -> None:
+    """Zero-width spaces are allowed in texts (some scripts need them) but show makes them visible."""
+    text = "Look for\u200bhidden words\u00ad."
+    path = write_yaml("c.yaml", document("c", [principle("p1", critique_request=text)], description=f"About {text}"))
+    summary = invoke("principles", "show", path)
+    assert summary.exit_code == 0, summary.output
+    assert "About Look for<U+200B>hidden words<U+00AD>." in summary.stdout
+    one = invoke("principles", "show", path, "-p", "p1")
+    assert one.exit_code == 0, one.output
+    assert "Look for<U+200B>hidden words<U+00AD>." in one.stdout
+    assert "\u200b" not in one.stdout + summary.stdout
+
+
+def test_show_render_escapes_the_prompt_and_response_it_is_given(write_yaml: WriteYaml) -> None:
+    path = write_yaml("c.yaml", document("c", [principle("p1")]))
+    result = invoke("principles", "show", path, "--render", "--prompt", f"Hi{HIDDEN}", "--response", f"Ok{HIDDEN}")
+    assert result.exit_code == 0, result.output
+    assert_nothing_hidden(result.stdout)
+    assert "Ok<U+001B>[31m<U+202E><U+200B><U+0007>" in result.stdout
+    assert "User: Hi<U+001B>[31m<U+202E><U+200B><U+0007>" in result.stdout
+
+
+def test_show_escapes_hidden_characters_in_an_unknown_principle_id(write_yaml: WriteYaml) -> None:
+    path = write_yaml("c.yaml", document("c", [principle("p1")]))
+    result = invoke("principles", "show", path, "-p", f"p{HIDDEN}")
+    assert result.exit_code == 1
+    assert_nothing_hidden(result.stderr)

@@ -77,7 +77,8 @@ def test_shard_runs_take_disjoint_slices_whose_union_is_every_prompt(tmp_path: P
         got = set(rows(tmp_path / f"s{index}"))
         assert summary.prompts == summary.rows == summary.generated == len(got) > 0 and summary.shard == f"{index}/3"
         taken.append(got)
-    assert set().union(*taken) == {f"p{i:03d}" for i in range(24)}  # --limit first, then the shard
+    whole = run(tmp_path / "whole", prompts, limit=24, judge=False)  # the same --limit, unsharded
+    assert whole.rows == 24 and set().union(*taken) == set(rows(tmp_path / "whole"))  # --limit first, then the shard
     assert sum(map(len, taken)) == 24  # pairwise disjoint
     again = run(tmp_path / "again", prompts, shard="2/3", limit=24, judge=False, chunk_size=5)
     assert set(rows(tmp_path / "again")) == taken[1] and again.rows == len(taken[1])  # deterministic
@@ -227,7 +228,7 @@ def test_merge_output_folder_rules(tmp_path: Path) -> None:
     with pytest.raises(RunDirError, match="holds no cai run"):
         merge([tmp_path / "a", tmp_path], tmp_path / "m")
     merge([tmp_path / "a"], tmp_path / "m")
-    with pytest.raises(RunDirError, match="not empty"):
+    with pytest.raises(RunDirError, match="holds a run already"):
         merge([tmp_path / "a"], tmp_path / "m")
     assert merge([tmp_path / "a"], tmp_path / "m", force=True).rows == 4
     # A merged folder is a run: generating into it again is refused as another run's settings would be.

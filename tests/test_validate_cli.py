@@ -21,7 +21,7 @@ from click.testing import CliRunner, Result
 from engine.cli import cli
 
 BROKEN = Path(__file__).resolve().parent / "broken"
-INCLUDE_TARGETS = {"parts/base.yaml"}  # valid files that broken files include
+INCLUDE_TARGETS = {"parts/base.yaml", "parts/includes_base.yaml", "parts/rival.yaml"}  # valid files broken ones include
 
 VALID = """\
 schema_version: 1
@@ -62,7 +62,8 @@ CASES: list[Case] = [
     Case("recursive_alias.yaml", 6, None, ("alias refers to a node that contains it", "recursive")),
     Case("nested_too_deep.yaml", 7, None, ("nested more than 64 levels deep",)),
     # --- wrong types
-    Case("weight_not_a_number.yaml", 10, "principles[0].weight", ("valid number",)),
+    Case("weight_not_a_number.yaml", 10, "principles[0].weight", ("expected a number", "got the text 'heavy'")),
+    Case("weight_boolean.yaml", 10, "principles[0].weight", ("expected a number", "got the boolean true")),
     Case("tags_as_string.yaml", 9, "principles[0].tags", ("expected a list", "got a text")),
     Case("principles_is_mapping.yaml", 6, "principles", ("expected a list", "got a mapping")),
     Case("version_is_a_number.yaml", 5, "version", ("expected text", "number 1.0", "put it in quotes")),
@@ -80,7 +81,7 @@ CASES: list[Case] = [
     # --- bad values
     Case("bad_slug_id.yaml", 7, "principles[0].id", ("'No Spaces' is not a valid id", "lowercase")),
     Case("unknown_tag.yaml", 10, "principles[0].tags[0]", ("unknown tag 'hat'", "did you mean 'hate'?")),
-    Case("tag_listed_twice.yaml", 9, "principles[0].tags", ("a tag is listed twice",)),
+    Case("tag_listed_twice.yaml", 9, "principles[0].tags", ("tag 'hate' is listed twice",)),
     Case("weight_zero.yaml", 10, "principles[0].weight", ("greater than 0",)),
     Case("weight_negative.yaml", 13, "principles[0].weight", ("greater than 0",)),
     Case("weight_nan.yaml", 10, "principles[0].weight", ("finite number",)),
@@ -90,6 +91,27 @@ CASES: list[Case] = [
         5,
         "schema_version",
         ("unsupported schema_version 2", "reads schema_version 1"),
+    ),
+    Case(
+        "schema_version_string.yaml",
+        1,
+        "schema_version",
+        ("must be the number 1, not the text '1'", "remove the quotes"),
+    ),
+    # --- invisible and control characters
+    Case(
+        "title_rtl_override.yaml",
+        8,
+        "principles[0].title",
+        ("contains U+202E RIGHT-TO-LEFT OVERRIDE (character 9)", "one-line field", "delete it"),
+    ),
+    Case("id_zero_width_space.yaml", 7, "principles[0].id", ("contains U+200B ZERO WIDTH SPACE (character 3)",)),
+    Case("name_escape_sequence.yaml", 3, "name", ("contains U+001B ESCAPE (character 7)",)),
+    Case(
+        "critique_bidi_isolate.yaml",
+        10,
+        "principles[0].critique_request",
+        ("contains U+2066 LEFT-TO-RIGHT ISOLATE (character 20)", "bidi controls", "delete it"),
     ),
     Case(
         "duplicate_principle_id.yaml",
@@ -123,6 +145,39 @@ CASES: list[Case] = [
         "templates.revision",
         ("Jinja2 syntax error on template line 4", "endfor"),
     ),
+    Case(
+        "template_nested_loops.yaml",
+        14,
+        "templates.critique",
+        ("template goes over its budget", "more than 100,000 steps", "(template line 1)"),
+    ),
+    Case("template_huge_range.yaml", 14, "templates.critique", ("over its budget", "range() of more than 10,000")),
+    Case("template_unknown_filter.yaml", 14, "templates.critique", ("unknown filter 'nosuchfilter'",)),
+    Case("template_recursive_macro.yaml", 14, "templates.critique", ("over its budget", "calls nest more than 32")),
+    Case(
+        "template_include.yaml",
+        14,
+        "templates.critique",
+        ("template line 2", "{% include %} is not allowed", "self-contained"),
+    ),
+    Case(
+        "template_division_by_zero.yaml",
+        14,
+        "templates.critique",
+        ("template fails on sample values", "division by zero", "(template line 1)"),
+    ),
+    Case(
+        "template_type_error.yaml",
+        14,
+        "templates.critique",
+        ("template fails on sample values", 'can only concatenate str (not "int") to str', "(template line 2)"),
+    ),
+    Case(
+        "template_fails_for_one_principle.yaml",
+        27,
+        "templates.critique",
+        ("template fails for principle 'p-two'", "no element 0", "(template line 2)"),
+    ),
     # --- includes
     Case("include_missing_file.yaml", 8, "include[1]", ("included file not found", "parts/no_such_file.yaml")),
     Case(
@@ -150,6 +205,30 @@ CASES: list[Case] = [
         9,
         "principles[0].id",
         ("principle id 'be-kind' is also defined in parts/base.yaml",),
+    ),
+    Case(
+        "include_without_suffix.yaml",
+        7,
+        "include[0]",
+        ("no builtin constitution 'parts/base'", "parts/base.yaml exists", "with its .yaml suffix"),
+    ),
+    Case(
+        "include_same_file_twice.yaml",
+        8,
+        "include[1]",
+        ("parts/base.yaml is included twice", "2 principles ('be-kind', 'be-honest')", "through include[0];"),
+    ),
+    Case(
+        "include_twice_through_another.yaml",
+        8,
+        "include[1]",
+        ("parts/base.yaml is included twice", "through include[0] (parts/includes_base.yaml)"),
+    ),
+    Case(
+        "include_id_clash.yaml",
+        8,
+        "include[1]",
+        ("2 principle ids of parts/rival.yaml ('be-kind', 'be-honest')", "from parts/base.yaml through include[0]"),
     ),
     Case("cycle/a.yaml", 7, "include[0]", ("included file cycle/b.yaml is invalid",)),
     Case(
@@ -230,6 +309,34 @@ def test_broken_file_is_reported(case: Case) -> None:
     assert re.fullmatch(r"\d+ problems? in \d+ files?\n", result.stderr), result.stderr
 
 
+ONE_PROBLEM = [
+    "include_same_file_twice.yaml",
+    "include_twice_through_another.yaml",
+    "include_id_clash.yaml",
+    "include_without_suffix.yaml",
+    "schema_version_string.yaml",
+]
+
+
+@pytest.mark.parametrize("file", ONE_PROBLEM)
+@pytest.mark.usefixtures("in_broken")
+def test_one_mistake_is_one_line(file: str) -> None:
+    """A file included twice once gave a line per principle, each "comes from both X and X"."""
+    result = validate(file)
+    assert result.exit_code == 1
+    assert len(problem_lines(result)) == 1, result.stdout
+    assert result.stderr == "1 problem in 1 file\n"
+    assert not re.search(r"both (\S+) and \1\b", result.stdout), result.stdout
+
+
+def test_command_line_path_without_its_suffix(in_broken: Path) -> None:
+    result = validate("parts/base")
+    assert result.exit_code == 1
+    assert problem_lines(result) == [
+        "parts/base: no such file or folder; parts/base.yaml exists: write the name with its .yaml suffix"
+    ]
+
+
 @pytest.mark.usefixtures("in_broken")
 def test_every_problem_line_is_well_formed() -> None:
     """FILE[:LINE]: [FIELD: ]MESSAGE, file first, and a count on stderr that matches."""
@@ -239,7 +346,7 @@ def test_every_problem_line_is_well_formed() -> None:
     lines = problem_lines(result)
     ok = [line for line in lines if line.startswith("ok  ")]
     problems = [line for line in lines if not line.startswith("ok  ")]
-    assert ok == [line for line in ok if "parts/base.yaml" in line] and len(ok) == len(INCLUDE_TARGETS)
+    assert sorted(line.split()[1] for line in ok) == sorted(INCLUDE_TARGETS)
     for line in problems:
         file = line.split(":", 1)[0]
         assert (BROKEN / file).suffix in (".yaml", ".yml"), line
@@ -324,6 +431,68 @@ def test_python_tags_do_not_run(tmp_path: Path, payload: str) -> None:
     assert "not allowed; principle files hold plain data only" in result.stdout
     assert f"{path}:4: YAML error: tag " in result.stdout
     assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("    title: One\n", "    title:\n", "8: principles[0].title: has no value; write the text after the colon"),
+        ("    title: One\n", '    title: ""\n', "8: principles[0].title: must not be empty"),
+        ("[general]", "[]", "9: principles[0].tags: needs at least one tag (`cai principles tags` lists them)"),
+        ("principles:\n", "principles:\n  -\n", "7: principles[0]: expected a mapping (key: value lines), got nothing"),
+        ('version: "1.0"', "version: yes", "5: version: expected text but got the boolean true; put it in quotes"),
+        ("schema_version: 1\n", "", "1: schema_version: required field is missing; the file should start with"),
+        ("principles:\n", "include:\n  - 5\nprinciples:\n", "7: include[0]: expected a builtin name, a path ending"),
+        (
+            "    comparison_question: Which of the two responses is better?\n",
+            "    comparison_question: Which of the two responses is better?\n    examples:\n"
+            "      - conversation:\n          - role: bot\n            content: Hi\n          - role: assistant\n"
+            "            content: Hello\n        critique: Fine.\n",
+            "15: principles[0].examples[0].conversation[0].role: unknown role 'bot'; a message's role is",
+        ),
+        (
+            "    comparison_question: Which of the two responses is better?\n",
+            "    comparison_question: Which of the two responses is better?\n    examples:\n"
+            "      - conversation:\n          - role: assistant\n            content: Hello\n"
+            "        critique: Fine.\n",
+            "14: principles[0].examples[0].conversation: needs at least two messages",
+        ),
+    ],
+    ids=[
+        "null-title",
+        "empty-title",
+        "no-tags",
+        "null-entry",
+        "bool-text",
+        "no-version",
+        "int-include",
+        "role",
+        "chat",
+    ],
+)
+def test_messages_say_what_is_wrong_in_the_users_terms(tmp_path: Path, old: str, new: str, expected: str) -> None:
+    assert old in VALID
+    path = tmp_path / "c.yaml"
+    path.write_text(VALID.replace(old, new, 1), encoding="utf-8")
+    result = validate(path)
+    assert result.exit_code == 1
+    (line,) = problem_lines(result)
+    assert line.startswith(f"{path}:{expected}"), line
+
+
+def test_a_builtin_like_name_of_a_local_file_on_the_command_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("mine.yaml").write_text(VALID, encoding="utf-8")
+    result = validate("mine")
+    assert result.exit_code == 1
+    assert problem_lines(result) == [
+        "mine: no builtin constitution 'mine'; mine.yaml exists: write the name with its .yaml suffix"
+    ]
+    show = CliRunner().invoke(cli, ["principles", "show", "mine"])
+    assert show.exit_code == 1
+    assert "mine.yaml exists" in show.stderr
 
 
 # --- the other behaviours of validate ------------------------------------------------------------
@@ -437,6 +606,23 @@ def test_custom_template_may_use_the_quote_and_transcript_filters(tmp_path: Path
     )
     result = validate(path)
     assert result.exit_code == 0, result.stdout
+
+
+def test_nested_huge_loops_in_a_template_end_at_once(tmp_path: Path) -> None:
+    """Two nested range(99999) loops: 10 billion iterations, a validation that never ended."""
+    path = tmp_path / "loops.yaml"
+    loop = "{% for i in range(99999) %}{% for j in range(99999) %}{{ i }}{% endfor %}{% endfor %}"
+    path.write_text(VALID + f"templates:\n  critique: '{loop}'\n", encoding="utf-8")
+
+    start = time.perf_counter()
+    result = validate(path)
+
+    assert time.perf_counter() - start < 3
+    assert result.exit_code == 1
+    assert problem_lines(result) == [
+        f"{path}:14: templates.critique: template goes over its budget on sample values: "
+        "range() of more than 10,000 numbers (template line 1)"
+    ]
 
 
 def test_include_path_with_nul_byte(tmp_path: Path) -> None:

@@ -228,15 +228,32 @@ def load_report(source: str | Path) -> Report:
         ReportError: Missing file, bad JSON, or a schema this version cannot read.
     """
     path = Path(source)
+    if not path.exists():
+        raise ReportError(
+            f"{path}: no such folder or file; give an evaluation folder (what cai eval --out wrote) "
+            f"or its {REPORT_FILE}"
+        )
     if path.is_dir():
-        path = path / REPORT_FILE
+        folder, path = path, path / REPORT_FILE
+        if not path.exists():
+            started = (folder / "eval.json").exists()
+            raise ReportError(
+                f"{folder}: holds no evaluation report (no {REPORT_FILE}): "
+                + (
+                    "the evaluation there has not finished; run the same cai eval command again to finish it"
+                    if started
+                    else f"not an evaluation folder; cai eval --out {folder} ... writes one"
+                )
+            )
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ReportError(f"{path}: no evaluation report here (run cai eval --out {path.parent} first)") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ReportError(f"{path}: cannot read the report: {exc}") from None
-    version = raw.get("schema_version") if isinstance(raw, dict) else None
+    if not isinstance(raw, dict) or "schema_version" not in raw:
+        raise ReportError(
+            f"{path}: not an evaluation report (no schema_version); give the {REPORT_FILE} that cai eval wrote"
+        )
+    version = raw["schema_version"]
     if version != SCHEMA_VERSION:
         raise ReportError(f"{path}: report schema_version {version!r}; this version of cai reads {SCHEMA_VERSION}")
     try:

@@ -66,7 +66,7 @@ from engine.evaluate.report import (
 from engine.feedback import TIE, Judge, JudgeSettings, Pair, PairJudgment
 from engine.generate import chunked, progress_bar
 from engine.metrics import Rate, bootstrap_rate, elo_ratings, group_rates, win_rate
-from engine.prompt_sets import PromptItem, load_prompts
+from engine.prompt_sets import PromptItem, PromptSetError, load_prompts, sample_ids
 from engine.refusal import detect_refusal
 from engine.rundir import RunDirError, atomic_write
 
@@ -104,28 +104,63 @@ class EvalSummary:
 def eval_prompts(config: EvalConfig) -> list[EvalPrompt]:
     """Every prompt each model answers: red-team, benign, jailbreak-wrapped and counterfactual.
 
+    ``limit`` takes the same seeded sample, spread over kinds and harm
+    categories, that ``cai generate --limit`` takes; the red-team prompts
+    wrapped in jailbreaks are such a sample of the red-team set too.
+
     Raises:
-        PromptSetError: A prompt source is unreadable or malformed.
+        PromptSetError: A prompt source is unreadable or malformed, or holds
+            prompts of the wrong kind for its set.
+        RunDirError: Two sets hold the same prompt id.
     """
     from engine.evaluate.probes import counterfactual_prompts, jailbreak_prompts, load_counterfactual
 
-    redteam = load_prompts(config.redteam, limit=config.limit)
-    benign = load_prompts(config.benign, limit=config.limit)
+    redteam = load_prompts(config.redteam)
+    benign = load_prompts(config.benign)
+    _check_kinds(config.redteam, "--redteam", redteam, wrong=("benign", "near_miss"), other="--benign")
+    _check_kinds(config.benign, "--benign", benign, wrong=("harmful",), other="--redteam")
+    if config.limit is not None:
+        redteam, benign = _sample(redteam, config.limit, config.seed), _sample(benign, config.limit, config.seed)
     out = [EvalPrompt(item, "redteam") for item in redteam]
     out += [EvalPrompt(item, "benign") for item in benign]
     if config.jailbreaks:
-        for jb in jailbreak_prompts(redteam[: config.jailbreaks]):
+        for jb in jailbreak_prompts(_sample(redteam, config.jailbreaks, config.seed)):
             out.append(EvalPrompt(jb.item, "jailbreak", {"source_id": jb.source_id, "wrapper": jb.wrapper_id}))
     if config.counterfactual:
         for cf in counterfactual_prompts(load_counterfactual()[: config.counterfactual]):
             meta = {"template": cf.template_id, "attribute": cf.attribute, "group": cf.group}
             out.append(EvalPrompt(cf.item, "counterfactual", meta))
-    seen: set[str] = set()
+    seen: dict[str, str] = {}
+    sources = {"redteam": config.redteam, "benign": config.benign}
     for prompt in out:
+        where = f"{prompt.set} ({sources[prompt.set]})" if prompt.set in sources else prompt.set
         if prompt.item.id in seen:
-            raise RunDirError(f"prompt id {prompt.item.id!r} appears twice across the evaluation sets")
-        seen.add(prompt.item.id)
+            raise RunDirError(
+                f"prompt id {prompt.item.id!r} is in both the {seen[prompt.item.id]} and the {where} prompts; "
+                "the evaluation sets must not share ids (give the prompts of one set other ids)"
+            )
+        seen[prompt.item.id] = where
     return out
+
+
+def _sample(items: Sequence[PromptItem], limit: int, seed: int) -> list[PromptItem]:
+    """What ``load_prompts(..., limit=limit, seed=seed)`` keeps of ``items``."""
+    chosen = sample_ids(((item.id, item.kind, item.category) for item in items), limit, seed=seed)
+    return [item for item in items if item.id in chosen]
+
+
+def _check_kinds(source: str, flag: str, items: Sequence[PromptItem], *, wrong: tuple[str, ...], other: str) -> None:
+    """Refuse a set whose prompts say they belong to the other set (they would be scored the wrong way)."""
+    misplaced = [item for item in items if item.kind in wrong]
+    if misplaced:
+        first = misplaced[0]
+        more = f" (and {len(misplaced) - 1} more)" if len(misplaced) > 1 else ""
+        raise PromptSetError(
+            f"prompt {first.id!r}{more} has kind {first.kind!r}, but {flag} prompts are scored as "
+            f"{'harmful requests' if flag == '--redteam' else 'requests that must not be refused'}; "
+            f"give such prompts to {other}",
+            file=source,
+        )
 
 
 def _settings_key(config: EvalConfig, rules: Constitution) -> dict[str, Any]:
@@ -289,8 +324,9 @@ def evaluate(config: EvalConfig, *, progress: bool = True, backends: BackendFact
     sampling = SamplingParams(max_new_tokens=config.max_new_tokens, temperature=config.temperature, seed=config.seed)
     generated = 0
     gen_start = time.perf_counter()
+    wanted = {p.item.id: p for p in prompts}
     for spec in specs:
-        done = {r.id for r in read_all(store.answers(spec))}
+        done = {r.id for r in _stored_answers(store, spec, wanted)}
         todo = [p for p in prompts if p.item.id not in done]
         if not todo:
             continue
@@ -313,7 +349,8 @@ def evaluate(config: EvalConfig, *, progress: bool = True, backends: BackendFact
     timings.judge = scorers.seconds["judge"]
     timings.classifier = scorers.seconds["classifier"]
 
-    answers = {spec: {r.id: r for r in read_all(store.answers(spec))} for spec in specs}
+    # Only the answers to this run's prompts: a folder may hold answers to prompts a set no longer has.
+    answers = {spec: {r.id: r for r in read_all(store.answers(spec)) if r.id in wanted} for spec in specs}
     pairs: dict[tuple[str, str], list[PairRecord]] = {}
     attacks: list[AttackRecord] = []
     if pointwise is not None:
@@ -337,6 +374,20 @@ def evaluate(config: EvalConfig, *, progress: bool = True, backends: BackendFact
 
     write_html(report, config.out)
     return EvalSummary(config.out, report, generated, time.perf_counter() - start)
+
+
+def _stored_answers(store: EvalStore, spec: str, wanted: Mapping[str, EvalPrompt]) -> list[AnswerRecord]:
+    """The stored answers of a model to the prompts of this run; refuses answers to a prompt that changed since."""
+    records = [r for r in read_all(store.answers(spec)) if r.id in wanted]
+    changed = [r.id for r in records if r.messages != wanted[r.id].item.messages]
+    if changed:
+        shown = ", ".join(repr(i) for i in changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+        raise RunDirError(
+            f"{store.folder}: {spec} answered {shown} when {'that prompt' if len(changed) == 1 else 'those prompts'} "
+            "said something else (the prompt file was edited since); give each edited prompt a new id, "
+            "restore the old text, or use another --out"
+        )
+    return records
 
 
 class LazyBackend(Backend):
@@ -464,7 +515,7 @@ def _pairwise(
                 bar.update(len(chunk))
         if bar is not None:
             bar.close()
-        out[(first, second)] = list(have.values())
+        out[(first, second)] = [r for r in have.values() if r.id in answers[first] and r.id in answers[second]]
     return out
 
 
@@ -485,7 +536,9 @@ def _robustness(
 
     log = store.robustness()
     have = {(r.id, r.attack): r for r in read_all(log)}
-    picked = [r for r in answers.values() if r.set == "redteam" and r.judge_violation is not None][: config.robustness]
+    judged = [r for r in answers.values() if r.set == "redteam" and r.judge_violation is not None]
+    chosen = sample_ids(((r.id, r.kind, r.category) for r in judged), config.robustness, seed=config.seed)
+    picked = [r for r in judged if r.id in chosen]  # spread over the harm categories, as --limit is
     todo = [(r, a.id) for r in picked for a in ATTACKS if (r.id, a.id) not in have]
     bar = progress_bar(len(todo), progress and bool(todo), "judge robustness", "attack")
     for chunk in chunked(todo, config.chunk_size):
