@@ -127,6 +127,9 @@ def _problem(file: str, err: Any, principles: list[dict[str, Any]]) -> Problem:
 
 
 def _read_json(path: Path) -> Any:
+    if path.exists() and not path.is_file():
+        kind = "a folder" if path.is_dir() else "not a regular file (a pipe, socket or device)"
+        raise ConstitutionError([Problem(str(path), f"is {kind}; give a JSON file")])
     try:
         return json.loads(path.read_text(encoding="utf-8-sig"))
     except FileNotFoundError:

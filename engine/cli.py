@@ -832,17 +832,17 @@ def review(run_dir: Path, host: str, port: int, token: str | None) -> None:
         if not (run_dir / DATASET_DIR).is_dir():
             say(f"{run_dir} has no dataset yet: `cai generate --out {run_dir}` builds it with your decisions")
             return
+        kept = (
+            f"your decisions are kept in {run_dir / REVIEWS}, and `cai export {run_dir}` or "
+            f"`cai train ... --data {run_dir}` applies them first"
+        )
         try:
             done = rebuild(run_dir)
         except RunDirError as exc:
-            say(f"error: {exc}", err=True)
+            say(f"error: the dataset was not rebuilt: {exc} ({kept})", err=True)
             sys.exit(1)
         except KeyboardInterrupt:
-            say(
-                f"stopped before the dataset was rebuilt; your decisions are kept in {run_dir / REVIEWS}, and "
-                f"`cai export {run_dir}` or `cai train ... --data {run_dir}` applies them first",
-                err=True,
-            )
+            say(f"stopped before the dataset was rebuilt; {kept}", err=True)
             sys.exit(130)
         say(done.summary())
     finally:

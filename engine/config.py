@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from constitution.errors import ConstitutionError, did_you_mean, field_path
 from constitution.yamlfile import parse_yaml
 from engine.records import Shard
+from engine.userfiles import not_a_regular_file
 
 MAX_CONFIG_BYTES = 1024 * 1024
 """Run configuration files larger than this are refused (a real one is a few hundred bytes)."""
@@ -260,9 +261,10 @@ def read_config_file(path: Path) -> Any:
     Raises:
         ConfigError: The file cannot be read or is not such a file; the message says why.
     """
+    problem = not_a_regular_file(path)
+    if problem or path.is_dir():
+        raise ConfigError(f"{path}: {problem or 'is a folder'}; --config takes a YAML file")
     try:
-        if not path.is_file():
-            raise ConfigError(f"{path}: not a regular file; --config takes a YAML file")
         with path.open("rb") as handle:
             raw = handle.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:

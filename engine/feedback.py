@@ -89,6 +89,7 @@ from constitution.errors import did_you_mean
 from engine.backends.base import Backend, Chat, SamplingParams, ScoreRequest
 from engine.prompts import PACKAGE_ENV, comparison_prompt
 from engine.records import Trajectory
+from engine.userfiles import not_a_regular_file
 
 OPTIONS = ("(A)", "(B)")
 """Option strings scored in the direct mode: what the prompt asks the judge to write first."""
@@ -792,6 +793,9 @@ def load_comparisons(source: str | Path) -> list[LabelledComparison]:
         from engine.review.decisions import reviewed_comparisons
 
         return reviewed_comparisons(path)
+    problem = not_a_regular_file(path)
+    if problem:
+        raise JudgeDataError(problem, file=where)
     try:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:

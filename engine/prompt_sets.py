@@ -55,6 +55,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 from constitution.errors import did_you_mean
 from constitution.loader import exists
 from constitution.taxonomy import HARM_TAGS, QUALITY_TAGS, TAGS
+from engine.userfiles import not_a_regular_file
 
 __all__ = [
     "BUILTIN_DIR",
@@ -682,6 +683,9 @@ def _interleave(first: Sequence[PromptItem], second: Sequence[PromptItem]) -> li
 
 
 def _load_file(path: Path, source: str) -> _Streamed:
+    problem = not_a_regular_file(path)
+    if problem:
+        raise PromptSetError(problem, file=source)
     suffix = path.suffix.lower()
     rows: Callable[[Path, str], Iterator[_Row]]
     if suffix == ".jsonl":

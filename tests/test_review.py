@@ -9,6 +9,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -302,6 +303,33 @@ def test_a_torn_last_line_is_skipped_and_a_bad_line_inside_is_an_error(run_dir: 
         load_decisions(run_dir)
 
 
+def test_a_torn_last_line_is_cut_off_before_the_next_decision_is_appended(run_dir: Path, client: TestClient) -> None:
+    first, second = first_ids(client, 2)
+    decide(client, first, "drop")
+    with (run_dir / REVIEWS).open("a") as handle:  # a server killed in the middle of a write
+        handle.write('{"id": "half a li')
+    assert decide(client, second, "flip").status_code == 200
+    decisions = load_decisions(run_dir)  # no bad line inside: the new decision did not fuse with the torn one
+    assert (decisions[first].action, decisions[second].action) == ("drop", "flip")
+    assert [line["id"] for line in review_lines(run_dir)] == [first, second]
+
+
+def test_a_line_rewritten_after_the_server_started_is_a_500_with_a_message(client: TestClient, run_dir: Path) -> None:
+    pair = first_ids(client, 1)[0]
+    path = run_dir / "trajectories.jsonl"
+    lines = path.read_bytes().split(b"\n")
+    number = next(i for i, line in enumerate(lines) if pair.encode() in line)
+    lines[number] = b"{" + b" " * (len(lines[number]) - 2) + b"}"  # same length: the index's offsets still hold
+    path.write_bytes(b"\n".join(lines))
+    answer = client.get(f"/api/pairs/{pair}", headers=AUTH)
+    assert answer.status_code == 500
+    error = answer.json()["error"]
+    assert f"trajectories.jsonl:{number + 1}: not a trajectory" in error and "restart it" in error
+    refused = decide(client, pair, "accept")
+    assert refused.status_code == 500 and "trajectories.jsonl" in refused.json()["error"]
+    assert not (run_dir / REVIEWS).exists()
+
+
 # --- into the dataset and judge-eval ----------------------------------------------------------------------
 
 
@@ -435,6 +463,41 @@ def test_cai_review_serves_the_printed_url_and_rebuilds_the_dataset_when_stopped
     assert process.returncode == 0, rest
     assert "dataset rebuilt with 1 review decisions" in rest
     assert pair not in set(load_from_disk(str(run_dir / "dataset"))["preferences"]["id"])
+
+
+def _break_line(path: Path, number: int, text: str) -> None:
+    lines = path.read_text().splitlines()
+    lines[number - 1] = text
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize(
+    ("name", "line", "expected"),
+    [
+        ("labels.jsonl", '{"id": broken', ("labels.jsonl:3: not a label", "not JSON", "cai label")),
+        ("labels.jsonl", '{"id": "x"}', ("labels.jsonl:3: not a label", "no field 'comparisons'", "cai label")),
+        ("labels.jsonl", "[1, 2]", ("labels.jsonl:3: not a label", "not an object")),
+        ("trajectories.jsonl", "{nope", ("trajectories.jsonl:3: not a trajectory", "not JSON", "cai generate --out")),
+        ("trajectories.jsonl", '{"id": "x", "rounds": 3}', ("trajectories.jsonl:3: not a trajectory", "wrong type")),
+        ("trajectories.jsonl", '"text"', ("trajectories.jsonl:3: not a trajectory", "not an object")),
+        (REVIEWS, "garbage", ("reviews.jsonl:3: not a review decision", "fix or remove that line")),
+    ],
+)
+def test_a_corrupt_line_when_review_starts_is_one_message_naming_the_file_and_line(
+    run_dir: Path, name: str, line: str, expected: tuple[str, ...]
+) -> None:
+    if name == REVIEWS:
+        (run_dir / REVIEWS).write_text("\n" * 4)
+    _break_line(run_dir / name, 3, line)
+    with socket.socket() as busy:  # if the line were let through, the server must fail, not serve forever
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        result = CliRunner().invoke(cli, ["review", str(run_dir), "--port", str(busy.getsockname()[1])])
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert result.output.startswith("error: ") and result.output.count("\n") == 1, result.output
+    for part in expected:
+        assert part in result.output, result.output
 
 
 def test_cai_review_refuses_a_folder_without_a_run(tmp_path: Path) -> None:

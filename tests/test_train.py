@@ -140,8 +140,23 @@ def test_dpo_with_soft_labels_trains_and_logs_targets(judged: Path, tiny_dir: Pa
     assert "soft labels" in (out / "README.md").read_text()
 
 
-def test_dpo_with_lora_merges_the_adapter_into_a_plain_model(run: Path, tiny_dir: Path, tmp_path: Path) -> None:
+def test_dpo_with_lora_merges_the_adapter_into_a_plain_model(
+    run: Path, tiny_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The frozen base trains in bf16 (as on a CPU with fast bf16), yet the merged model keeps the base's fp32."""
     pytest.importorskip("peft")
+    from transformers import TrainerCallback
+
+    import engine.backends.hf
+
+    monkeypatch.setattr(engine.backends.hf, "cpu_has_fast_bf16", lambda: True)  # the same on every CPU
+
+    seen: set[torch.dtype] = set()
+
+    class BaseDtype(TrainerCallback):
+        def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+            seen.update(p.dtype for n, p in model.named_parameters() if "lora_" not in n)
+
     out = tmp_path / "lora"
     result = train(
         TrainOptions(
@@ -152,14 +167,19 @@ def test_dpo_with_lora_merges_the_adapter_into_a_plain_model(run: Path, tiny_dir
             overrides={**FAST, "max_steps": 2, "learning_rate": 1e-2},
             lora=True,
             lora_overrides={"r": 4, "lora_alpha": 8},
-        )
+        ),
+        callbacks=[BaseDtype()],
     )
+    assert seen == {torch.bfloat16}  # the branch under test: the frozen base trained in bf16
     assert result.steps == 2 and result.train_loss is not None and math.isfinite(result.train_loss)
     assert not (out / "adapter_config.json").exists() and (out / "config.json").is_file()
-    after = weights(out)
+    before, after = weights(tiny_dir), weights(out)
     assert not any("lora" in k for k in after)
-    touched = changed(weights(tiny_dir), after)
+    assert {t.dtype for t in after.values()} == {torch.float32}  # the base checkpoint's own precision
+    touched = changed(before, after)
     assert touched and all("proj" in k for k in touched), touched  # only the adapted linear layers moved
+    for key in touched:  # by the adapter's low-rank update, not by a round trip through bf16
+        assert torch.linalg.matrix_rank(after[key] - before[key]) <= 4, key
     generates(out)
     assert result.settings["lora"]["r"] == 4
 

@@ -5,5 +5,6 @@ next to the run); ``pairs`` indexes a run's pairs for the page (filters,
 detail, diffs); ``server`` is the local web app that serves the page and
 records decisions. The dataset builder applies the decisions
 (:func:`engine.review.decisions.load_decisions`), and ``cai judge-eval DIR``
-scores the judge against them.
+scores the judge against them; :mod:`engine.reviewed` rebuilds a run's dataset
+when its decisions are newer, before ``cai export`` or ``cai train`` reads it.
 """

@@ -116,18 +116,47 @@ class DecisionLog:
         self.latest: dict[str, Decision] = {}
         self.history: dict[str, list[Decision]] = {}
         """Every decision per pair, oldest first."""
-        self._size = -1
+        self._stamp: tuple[int, int] = (-1, -1)
         self._refresh()
 
+    def _file_stamp(self) -> tuple[int, int]:
+        try:
+            info = self.path.stat()
+        except FileNotFoundError:
+            return (0, 0)
+        return (info.st_size, info.st_mtime_ns)
+
     def _refresh(self) -> None:
-        """Reread the file when another process appended to it."""
-        size = self.path.stat().st_size if self.path.exists() else 0
-        if size != self._size:
+        """Reread the file when another process wrote to it."""
+        stamp = self._file_stamp()
+        if stamp != self._stamp:
             self.latest, self.history = {}, {}
             for decision in _read(self.path):
                 self.latest[decision.id] = decision
                 self.history.setdefault(decision.id, []).append(decision)
-            self._size = size
+            self._stamp = stamp
+
+    def _mend_torn_tail(self, fd: int) -> None:
+        """Cut off a torn last line (a writer died mid-line) before appending, or it would swallow the new line.
+
+        A last line that is a whole decision and only lacks its newline gets one instead.
+        """
+        size = os.fstat(fd).st_size
+        if not size:
+            return
+        with self.path.open("rb") as handle:
+            handle.seek(max(0, size - 1))
+            if handle.read(1) == b"\n":
+                return
+            handle.seek(0)
+            data = handle.read(size)
+        keep = data.rfind(b"\n") + 1
+        try:
+            Decision.model_validate_json(data[keep:])
+        except (ValidationError, ValueError):
+            os.ftruncate(fd, keep)
+        else:
+            os.write(fd, b"\n")
 
     def get(self, pair_id: str) -> tuple[Decision | None, list[Decision]]:
         """The pair's latest state (None: never decided) and its history, oldest first."""
@@ -163,6 +192,7 @@ class DecisionLog:
         with self._lock, self.path.open("ab") as handle:
             if fcntl is not None:
                 fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
+            self._mend_torn_tail(handle.fileno())
             self._refresh()
             before = self.latest.get(pair_id)
             current = before.revision if before else 0
@@ -202,7 +232,7 @@ class DecisionLog:
             os.fsync(handle.fileno())
             self.latest[pair_id] = decision
             self.history.setdefault(pair_id, []).append(decision)
-            self._size = self.path.stat().st_size
+            self._stamp = self._file_stamp()
             return decision
 
     def counts(self) -> dict[str, int]:

@@ -17,14 +17,20 @@ from __future__ import annotations
 import difflib
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from engine.dataset import candidate_texts
 from engine.labels import LABELS, Label
 from engine.records import Trajectory
+from engine.review.decisions import ReviewError
 from engine.rundir import TRAJECTORIES, RunDirError
+
+R = TypeVar("R", bound=BaseModel)
 
 SNIPPET = 160
 """Characters of the prompt shown in the list."""
@@ -62,16 +68,53 @@ class PairEntry:
         }
 
 
-def _lines(path: Path) -> Any:
-    """(byte offset, parsed JSON) of each complete line; a torn last line is skipped."""
+FIXES = {
+    TRAJECTORIES: "remove that line and run the same `cai generate --out {run}` again to make the row anew",
+    LABELS: "remove that line and run `cai label {run}` to judge the row again",
+}
+"""What to do about an unreadable line, per file."""
+
+
+def _lines(path: Path) -> Iterator[tuple[int, int, bytes]]:
+    """(line number, byte offset, bytes) of each complete, non-blank line; a torn last line is skipped."""
     offset = 0
     with path.open("rb") as handle:
-        for line in handle:
+        for number, line in enumerate(handle, start=1):
             start, offset = offset, offset + len(line)
             if not line.endswith(b"\n"):
                 return
             if line.strip():
-                yield start, json.loads(line)
+                yield number, start, line
+
+
+def _object(line: bytes) -> dict[str, Any]:
+    row = json.loads(line)
+    if not isinstance(row, dict):
+        raise ValueError(f"a JSON {type(row).__name__}, not an object")
+    return row
+
+
+def _why(exc: Exception) -> str:
+    if isinstance(exc, UnicodeDecodeError):
+        return "not UTF-8 text"
+    if isinstance(exc, json.JSONDecodeError):
+        return f"not JSON: {exc.msg} at column {exc.colno}"
+    if isinstance(exc, KeyError):
+        return f"no field {exc}"
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        return f"{where}: {first['msg']}" if where else str(first["msg"])
+    if isinstance(exc, (TypeError, AttributeError)):
+        return f"a field has the wrong type: {exc}"
+    return str(exc) or type(exc).__name__
+
+
+def unreadable(run_dir: Path, name: str, number: int, exc: Exception) -> str:
+    """The message for line ``number`` of ``run_dir/name`` that cannot be read: where, why, and what to do."""
+    what = {TRAJECTORIES: "trajectory", LABELS: "label"}.get(name, "row")
+    fix = FIXES.get(name, "fix or remove that line").format(run=run_dir)
+    return f"{run_dir / name}:{number}: not a {what} this version of cai can read ({_why(exc)}); {fix}"
 
 
 def _label_fields(row: dict[str, Any]) -> dict[str, Any]:
@@ -110,17 +153,23 @@ class PairIndex:
         labels: dict[str, tuple[int, dict[str, Any]]] = {}
         self.judged = (run_dir / LABELS).exists()
         if self.judged:  # only what the list needs: a full label with every judgment is ~10x larger
-            labels = {row["id"]: (at, _label_fields(row)) for at, row in _lines(run_dir / LABELS)}
+            for number, at, line in _lines(run_dir / LABELS):
+                try:
+                    row = _object(line)
+                    labels[str(row["id"])] = (at, _label_fields(row))
+                except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                    raise RunDirError(unreadable(run_dir, LABELS, number, exc)) from None
         self.entries: list[PairEntry] = []
         self.rows = 0
-        try:
-            for at, row in _lines(trajectories):
-                self.rows += 1
-                entry = self._entry(at, row, labels.get(row["id"]))
-                if entry is not None:
-                    self.entries.append(entry)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise RunDirError(f"{trajectories}: not a trajectory file this version of cai can read ({exc})") from None
+        for number, at, line in _lines(trajectories):
+            try:
+                row = _object(line)
+                entry = self._entry(at, row, labels.get(str(row["id"])))
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                raise RunDirError(unreadable(run_dir, TRAJECTORIES, number, exc)) from None
+            self.rows += 1
+            if entry is not None:
+                self.entries.append(entry)
         self.by_id = {entry.id: entry for entry in self.entries}
         self.facets = self._facets()
 
@@ -161,20 +210,46 @@ class PairIndex:
                 out["principle"][principle] = out["principle"].get(principle, 0) + 1
         return {name: dict(sorted(values.items())) for name, values in out.items()}
 
-    def _read(self, name: str, at: int) -> bytes:
-        with (self.run_dir / name).open("rb") as handle:
-            handle.seek(at)
-            return handle.readline()
+    def _read(self, name: str, at: int, record: type[R]) -> R:
+        """The record whose line starts at byte ``at`` of ``name``.
+
+        Raises:
+            ReviewError: 500 when the line is no such record (the file was
+                edited, or rewritten since the index was made).
+        """
+        path = self.run_dir / name
+        try:
+            with path.open("rb") as handle:
+                handle.seek(at)
+                return record.model_validate_json(handle.readline())
+        except OSError as exc:
+            raise ReviewError(f"{path}: cannot read: {exc.strerror or exc}", status=500) from None
+        except ValidationError as exc:
+            with path.open("rb") as handle:
+                number = handle.read(at).count(b"\n") + 1
+            raise ReviewError(
+                unreadable(self.run_dir, name, number, exc)
+                + " (if the run was generated or judged again since `cai review` started, restart it)",
+                status=500,
+            ) from None
 
     def trajectory(self, entry: PairEntry) -> Trajectory:
-        """The full trajectory of a pair."""
-        return Trajectory.model_validate_json(self._read(TRAJECTORIES, entry.trajectory_at))
+        """The full trajectory of a pair.
+
+        Raises:
+            ReviewError: 500 when its line can no longer be read.
+        """
+        return self._read(TRAJECTORIES, entry.trajectory_at, Trajectory)
 
     def label(self, entry: PairEntry) -> Label | None:
-        """The judge's label of a pair, if the run is judged."""
+        """The judge's label of a pair, if the run is judged.
+
+        Raises:
+            ReviewError: 500 when its line can no longer be read.
+        """
         if entry.label_at is None:
             return None
-        return Label.model_validate_json(self._read(LABELS, entry.label_at))
+        return self._read(LABELS, entry.label_at, Label)
 
     def texts(self, entry: PairEntry) -> tuple[str, str]:
         """The chosen and rejected texts of the pair as the judge (or the pipeline) ordered it."""

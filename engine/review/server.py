@@ -14,11 +14,20 @@ API (JSON)
     ``GET /api/pairs?…``                one page of the filtered list (``offset``, ``limit`` ≤ 500)
     ``GET /api/pairs/{id}``             a pair's conversation, critiques, diffs, judge verdicts and decision
     ``POST /api/pairs/{id}/decision``   ``{"action": accept|flip|drop|clear|note, "revision": N, "note"?: str}``
+
+Bad requests get a 4xx with ``{"error": message}``, never a 500: a body over
+:data:`MAX_BODY` is 413 (refused as soon as its ``Content-Length``, or the
+bytes read so far of a chunked body, pass the cap; nothing more is read), an
+unknown action, a revision that is not a whole number, a note over
+:data:`MAX_NOTE` characters or a bad list query is 422, an unknown pair 404.
+A line of the run's files that can no longer be read (the run was edited or
+made again while the server ran) is a 500 whose message names the line.
 """
 
 from __future__ import annotations
 
 import hmac
+import re
 import socket
 import threading
 import time
@@ -30,7 +39,9 @@ from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engine.dataset import candidate_texts
 from engine.review.decisions import DecisionLog, ReviewError, as_json
@@ -38,6 +49,15 @@ from engine.review.pairs import PairEntry, PairIndex, story
 
 MAX_PAGE = 500
 MAX_NOTE = 10_000
+"""Characters of a note."""
+MAX_BODY = 64 * 1024
+"""Bytes of a request body: the longest note, even with every character escaped in JSON (6 bytes), fits."""
+MIN_TOKEN = 16
+"""Characters of a token given with ``--token`` / ``CAI_REVIEW_TOKEN``."""
+_URL_SAFE = re.compile(r"[A-Za-z0-9_.~-]*")
+_DIGITS = re.compile(r"[0-9]+")
+SHOWN_ID = 80
+"""Characters of an unknown pair id quoted back in an error."""
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; "
     "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
@@ -51,12 +71,79 @@ class DecisionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     action: Literal["accept", "flip", "drop", "clear", "note"]
-    revision: int = Field(ge=0, description="The pair's revision the page showed (0: never decided).")
+    revision: int = Field(ge=0, strict=True, description="The pair's revision the page showed (0: never decided).")
     note: str | None = Field(default=None, max_length=MAX_NOTE)
 
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
+
+
+def token_problem(token: str) -> str | None:
+    """Why ``token`` cannot guard the server (None: it can): too short to be secret, or not safe in a URL."""
+    how = (
+        "leave --token out for a new random one each start, or make one with "
+        "`python3 -c 'import secrets; print(secrets.token_urlsafe(18))'`"
+    )
+    if len(token) < MIN_TOKEN:
+        return f"a token of {len(token)} characters is easy to guess; use at least {MIN_TOKEN}: {how}"
+    bad = next((c for c in token if not _URL_SAFE.fullmatch(c)), None)
+    if bad is not None:
+        return f"the token holds {bad!r}, which a URL does not carry as it is; use letters, digits, - _ . ~ only: {how}"
+    return None
+
+
+class BodyLimit:
+    """ASGI middleware: refuse request bodies over ``limit`` bytes with 413, reading no more than that.
+
+    Starlette reads a body whole into memory, whatever its size, and uvicorn
+    sets no limit either; so the body is read here first, a chunk at a time,
+    and given to the app only once it is known to fit. A declared
+    ``Content-Length`` over the limit is refused before anything is read, a
+    chunked body as soon as its chunks pass the limit.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length")
+        if declared is not None and _DIGITS.fullmatch(declared.strip()) and int(declared) > self.limit:
+            await self._refuse(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                await self._refuse(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body: Message | None = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+
+        async def replay() -> Message:
+            nonlocal body
+            if body is not None:
+                message, body = body, None
+                return message
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        answer = _error(413, f"request body over {self.limit // 1024} KiB; a note holds at most {MAX_NOTE} characters")
+        answer.headers["Connection"] = "close"  # the rest of the body is never read
+        await answer(scope, receive, send)
 
 
 def _static(name: str) -> Path:
@@ -89,6 +176,7 @@ def create_app(run_dir: Path, token: str, *, hosts: tuple[str, ...] = ("127.0.0.
     log = DecisionLog(run_dir)
     app = FastAPI(title="cai review", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.index, app.state.log, app.state.decided = index, log, 0
+    app.add_middleware(BodyLimit, limit=MAX_BODY)  # inside the guard: a request without the token is not read
 
     @app.middleware("http")
     async def guard(request: Request, call_next: Any) -> Response:
@@ -131,7 +219,8 @@ def create_app(run_dir: Path, token: str, *, hosts: tuple[str, ...] = ("127.0.0.
     def entry_of(pair_id: str) -> PairEntry:
         entry = index.by_id.get(pair_id)
         if entry is None:
-            raise ReviewError(f"no pair {pair_id!r} in this run", status=404)
+            shown = pair_id if len(pair_id) <= SHOWN_ID else pair_id[:SHOWN_ID] + "…"
+            raise ReviewError(f"no pair {shown!r} in this run", status=404)
         return entry
 
     @app.exception_handler(ReviewError)

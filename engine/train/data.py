@@ -3,6 +3,9 @@
 ``--data`` is a run folder (its ``dataset/`` is used, and ``run.json`` says
 which constitution made it), the ``dataset/`` folder itself, or any folder
 written by ``save_to_disk`` (a ``DatasetDict`` or a single ``Dataset``).
+A run's dataset is first rebuilt when people made decisions in ``cai review``
+since it was built (:func:`engine.reviewed.apply_new_decisions`): what is
+trained on always has the dropped pairs left out and the flipped ones swapped.
 
 SFT trains on the ``sft`` split: each row's ``messages`` become a prompt (all
 turns but the last) and a completion (the final answer), so the loss falls on
@@ -132,15 +135,45 @@ def _saved_rows_missing(folder: Path) -> bool:
     return isinstance(state, dict) and state.get("_data_files") == []
 
 
-def load_split(folder: Path, split: str, empty_hint: str = "nothing to train on") -> tuple[Dataset, Path, Path | None]:
-    """Load one split of the dataset in ``folder``.
+def apply_reviews(dataset_dir: Path, run_dir: Path | None, notes: list[str] | None = None) -> None:
+    """Rebuild a run's dataset when review decisions are newer than it; say so in ``notes``.
 
     Raises:
-        TrainError: No dataset, no such split, an empty split, or an unreadable dataset.
+        TrainError: The rebuild failed (the message says why and what to do).
+    """
+    from engine.dataset import DATASET_DIR
+    from engine.reviewed import apply_new_decisions
+    from engine.rundir import RunDirError
+
+    if run_dir is None or dataset_dir.resolve() != (run_dir / DATASET_DIR).resolve():
+        return
+    try:
+        done = apply_new_decisions(run_dir)
+    except RunDirError as exc:
+        raise TrainError(f"the review decisions cannot be applied before training: {exc}") from None
+    if done is not None and notes is not None:
+        notes.append(done.summary())
+
+
+def load_split(
+    folder: Path, split: str, empty_hint: str = "nothing to train on", notes: list[str] | None = None
+) -> tuple[Dataset, Path, Path | None]:
+    """Load one split of the dataset in ``folder``, with a run's newer review decisions applied first.
+
+    Args:
+        folder: Run folder, its ``dataset/`` folder, or a saved dataset folder.
+        split: The split to load.
+        empty_hint: What to do when the split is empty.
+        notes: Gets a line when the dataset was rebuilt with review decisions.
+
+    Raises:
+        TrainError: No dataset, no such split, an empty split, an unreadable
+            dataset, or newer review decisions that cannot be applied.
     """
     from datasets import Dataset, DatasetDict, load_from_disk
 
     dataset_dir, run_dir = locate(folder)
+    apply_reviews(dataset_dir, run_dir, notes)
     is_dict = (dataset_dir / "dataset_dict.json").is_file()
     if is_dict:
         try:
@@ -200,7 +233,8 @@ def sft_data(
         TrainError: Missing columns, an empty split, or rows without a final answer.
     """
     split = split or DEFAULT_SPLITS["sft"]
-    data, dataset_dir, run_dir = load_split(folder, split, SFT_EMPTY)
+    notes: list[str] = []
+    data, dataset_dir, run_dir = load_split(folder, split, SFT_EMPTY, notes)
     where = str(dataset_dir)
     total = len(data)
     has_messages = "messages" in data.column_names
@@ -210,7 +244,6 @@ def sft_data(
             f"(columns: {', '.join(data.column_names)}); cai train sft needs chat messages ending with the answer"
         )
     _check_nonempty(data, where, split, SFT_EMPTY)
-    notes: list[str] = []
     if revised_only:
         if "revised" not in data.column_names:
             raise TrainError(f"{where}: --revised-only needs a 'revised' column, which split {split!r} lacks")
@@ -270,7 +303,8 @@ def preference_data(
     if not 0.0 <= min_margin <= 1.0:
         raise TrainError(f"--min-margin must lie in [0, 1] (margin = 2 * chosen_prob - 1), not {min_margin}")
     split = split or DEFAULT_SPLITS["dpo"]
-    data, dataset_dir, run_dir = load_split(folder, split, PAIRS_EMPTY)
+    notes: list[str] = []
+    data, dataset_dir, run_dir = load_split(folder, split, PAIRS_EMPTY, notes)
     where = str(dataset_dir)
     missing = _missing(data, PREFERENCE_COLUMNS)
     if missing:
@@ -281,7 +315,6 @@ def preference_data(
         )
     _check_nonempty(data, where, split, PAIRS_EMPTY)
     total = len(data)
-    notes: list[str] = []
     has_labels = PROB_COLUMN in data.column_names or MARGIN_COLUMN in data.column_names
     probs: list[float | None] = []
     margins: list[float | None] = []
@@ -337,6 +370,7 @@ __all__ = [
     "TARGET_COLUMN",
     "WEIGHT_COLUMN",
     "TrainData",
+    "apply_reviews",
     "load_split",
     "locate",
     "preference_data",

@@ -7,6 +7,7 @@ and only then is the model loaded.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -19,7 +20,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine.backends import first_line
 from engine.train.data import TrainData, preference_data, sft_data
-from engine.train.recipes import Recipe, TrainError, build_config, lora_config, read_recipe
+from engine.train.recipes import (
+    Origins,
+    Recipe,
+    TrainError,
+    build_config,
+    check_length,
+    config_fields,
+    lora_config,
+    read_recipe,
+)
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -45,6 +55,9 @@ class TrainOptions(BaseModel):
     model: str = Field(default="default", description="Base model: 'default', a model folder or a hub id.")
     recipe: str | None = Field(default=None, description="Builtin recipe name or YAML file of TRL config fields.")
     overrides: dict[str, Any] = Field(default_factory=dict, description="TRL config fields set on the command line.")
+    flags: dict[str, str] = Field(
+        default_factory=dict, description="Which overrides a CLI flag set (field to --flag), to name it in messages."
+    )
     lora: bool | None = Field(default=None, description="Train a LoRA adapter (merged at the end); None: the recipe.")
     lora_overrides: dict[str, Any] = Field(default_factory=dict, description="peft.LoraConfig fields from flags.")
     labels: Literal["auto", "hard", "weighted", "soft"] = Field(
@@ -195,6 +208,8 @@ def check_out(out: Path, *, resume: bool, force: bool) -> str | None:
     checkpoints = out / CHECKPOINTS
     if resume:
         return get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None  # type: ignore[no-untyped-call]
+    if out.is_dir() and not holds_files(out):
+        _remove_empty(out / CHECKPOINTS)  # left by a run that failed before it wrote anything
     if out.is_dir() and any(out.iterdir()):
         if not force:
             what = "a trained model" if (out / "config.json").is_file() else "files"
@@ -204,6 +219,17 @@ def check_out(out: Path, *, resume: bool, force: bool) -> str | None:
             )
         shutil.rmtree(checkpoints, ignore_errors=True)  # stale checkpoints would be resumed from later
     return None
+
+
+def holds_files(folder: Path) -> bool:
+    """Whether ``folder`` holds any file, at any depth (empty subfolders do not count)."""
+    return any(not p.is_dir() for p in folder.rglob("*"))
+
+
+def _remove_empty(folder: Path) -> None:
+    """Remove ``folder`` when it holds no file at any depth."""
+    if folder.is_dir() and not holds_files(folder):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def prepare(options: TrainOptions) -> Plan:
@@ -223,11 +249,15 @@ def prepare(options: TrainOptions) -> Plan:
     _check_sharding(options.kind, use_lora, {**recipe.fields, **overrides})
     config_class, other = _config_classes(options.kind)
     checkpoints = options.out / CHECKPOINTS
-    config, settings = build_config(config_class, recipe, overrides, run_defaults(checkpoints), other)
+    config, settings = build_config(
+        config_class, recipe, overrides, run_defaults(checkpoints), other, flags=options.flags
+    )
     _check_reporting(config.report_to)
     peft_config = lora_config(recipe.lora, options.lora_overrides, recipe.source) if use_lora else None
+    origins = Origins.of(recipe, overrides, options.flags, config_fields(config_class))
     if options.kind == "grpo":
         data, rules, mode = _grpo_inputs(options, config)
+        check_length(config, data.rows, origins, repeats=int(config.num_generations))
         return Plan(recipe, config, settings, peft_config, data, notes + data.notes, rules, mode)
     if options.data is None:
         raise TrainError(f"cai train {options.kind} needs --data: a `cai generate` output folder")
@@ -237,6 +267,7 @@ def prepare(options: TrainOptions) -> Plan:
         data = preference_data(
             options.data, options.split, labels=options.labels, min_margin=options.min_margin, limit=options.limit
         )
+    check_length(config, data.rows, origins)
     return Plan(recipe, config, settings, peft_config, data, notes + data.notes)
 
 
@@ -414,8 +445,61 @@ def _reward(options: TrainOptions, plan: Plan) -> Any:
     )
 
 
+def stored_dtype(source: str) -> Any:
+    """The dtype a model's checkpoint declares (its ``config.json``), None when it says none or cannot be read."""
+    import torch
+    from transformers import AutoConfig
+
+    try:
+        dtype = AutoConfig.from_pretrained(source).dtype
+    except Exception:
+        return None
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype, None)
+    return dtype if isinstance(dtype, torch.dtype) else None
+
+
+def merge_lora(model: Any) -> Any:
+    """Merge a trained LoRA adapter into its base model, at the precision the base model is stored in.
+
+    A frozen LoRA base may train in bf16 (where the hardware computes it
+    natively) although its checkpoint holds fp32; merging into those weights
+    would save every weight training never touched (embeddings, output head,
+    norms) rounded to bf16. So when the base trained in another dtype than
+    its checkpoint's, the base is loaded again at its own precision and the
+    adapter is merged into that copy: the untouched weights are saved
+    exactly as the base model holds them. That copy costs one more load of
+    the base model (in CPU memory), once, at the end.
+    """
+    import torch
+    from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+    from transformers import AutoModelForCausalLM
+
+    name = model.active_adapter
+    peft_config = model.peft_config[name]
+    source = peft_config.base_model_name_or_path
+    trained = next(
+        (p.dtype for n, p in model.get_base_model().named_parameters() if "lora_" not in n and p.is_floating_point()),
+        None,
+    )
+    stored = stored_dtype(source) if source else None
+    if not source or (stored is not None and stored == trained):
+        return model.merge_and_unload()
+    state = {k: v.detach().to("cpu") for k, v in get_peft_model_state_dict(model, adapter_name=name).items()}
+    try:
+        base = AutoModelForCausalLM.from_pretrained(source, dtype=stored if stored is not None else "auto")
+    except Exception as exc:
+        raise TrainError(
+            f"{source}: cannot load the base model again to merge the adapter: {first_line(exc)}"
+        ) from None
+    fresh = get_peft_model(base, copy.deepcopy(peft_config), adapter_name=name)
+    set_peft_model_state_dict(fresh, state, adapter_name=name)
+    with torch.no_grad():
+        return fresh.merge_and_unload()
+
+
 def save_model(trainer: Any, out: Path) -> None:
-    """Save a plain model folder (a LoRA adapter is merged into the weights) with its tokenizer.
+    """Save a plain model folder (a LoRA adapter is merged into the weights, see :func:`merge_lora`) with its tokenizer.
 
     Every process calls this: under FSDP and ZeRO-3 ``trainer.save_model``
     gathers the sharded weights (a collective), and the main process writes.
@@ -424,7 +508,7 @@ def save_model(trainer: Any, out: Path) -> None:
     model = accelerator.unwrap_model(trainer.model)
     if hasattr(model, "merge_and_unload"):  # a peft model: whole weights on every process (sharding was refused)
         if accelerator.is_main_process:
-            merged = model.merge_and_unload()
+            merged = merge_lora(model)
             merged.config.use_cache = True
             merged.save_pretrained(str(out))
             trainer.processing_class.save_pretrained(str(out))
@@ -453,10 +537,18 @@ def train(options: TrainOptions, *, callbacks: list[Any] | None = None) -> Train
     resume_from = check_out(options.out, resume=options.resume, force=options.force)
     if options.resume and resume_from is None:
         notes.append(f"no checkpoint in {options.out / CHECKPOINTS}: training from the start")
+    existed = options.out.exists()
     _wait_for_everyone()  # no process may write into OUT before every process has checked it
-    trainer, name = make_trainer(options, plan, callbacks)
-    start = time.perf_counter()
-    output = trainer.train(resume_from_checkpoint=resume_from)
+    try:
+        trainer, name = make_trainer(options, plan, callbacks)
+        start = time.perf_counter()
+        output = _start_training(trainer, resume_from)
+    except BaseException:
+        # a run that failed before its first checkpoint leaves no empty OUT/checkpoints to block the next run
+        _remove_empty(options.out / CHECKPOINTS)
+        if not existed:
+            _remove_empty(options.out)
+        raise
     seconds = time.perf_counter() - start
     options.out.mkdir(parents=True, exist_ok=True)
     if plan.peft_config is not None:
@@ -486,7 +578,20 @@ def train(options: TrainOptions, *, callbacks: list[Any] | None = None) -> Train
         constitution = data.run_dir / "constitution.yaml" if data.run_dir else None
         if constitution is not None and constitution.is_file():
             shutil.copyfile(constitution, options.out / "constitution.yaml")
+        _remove_empty(options.out / CHECKPOINTS)  # save_strategy "no": nothing to resume from
     return result
+
+
+def _start_training(trainer: Any, resume_from: str | None) -> Any:
+    """``trainer.train()``; a refusal of the settings before the first step is a TrainError, not a traceback."""
+    try:
+        return trainer.train(resume_from_checkpoint=resume_from)
+    except ValueError as exc:
+        if trainer.state.global_step > 0:
+            raise
+        raise TrainError(
+            f"training stopped before its first step: {first_line(exc)}; check the recipe's and the flags' values"
+        ) from None
 
 
 def _wait_for_everyone() -> None:
