@@ -65,14 +65,17 @@ class JsonlLog(Generic[R]):
             return
         if repair:
             self.repair()
-        with self.path.open(encoding="utf-8") as handle:
+        with self.path.open("rb") as handle:
             for number, line in enumerate(handle, 1):
                 if not line.strip():
                     continue
                 try:
                     yield self.record.model_validate_json(line)
                 except (ValidationError, ValueError) as exc:
-                    raise RunDirError(f"{self.path}:{number}: not a valid {self.what} row: {exc}") from None
+                    raise RunDirError(
+                        f"{self.path}:{number}: not a valid {self.what} row ({_reason(exc)}); the file was changed "
+                        "by something other than cai: restore it, or move it aside and run again"
+                    ) from None
 
     def append(self, rows: Iterable[R]) -> None:
         """Write finished rows durably: complete lines, flushed and fsynced."""
@@ -106,6 +109,14 @@ class JsonlLog(Generic[R]):
                 handle.truncate(keep)
             handle.flush()
             os.fsync(handle.fileno())
+
+
+def _reason(exc: ValueError) -> str:
+    if isinstance(exc, ValidationError) and exc.errors():
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"])
+        return f"{where}: {error['msg']}" if where else str(error["msg"])
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 class RunDir:

@@ -87,12 +87,16 @@ FINE = {("generate --config", "empty"), ("eval --config", "empty")}
 """An empty run config sets no option: that is not bad input."""
 
 
+class Hung(BaseException):
+    """Raised in a case that blocked."""
+
+
 @pytest.fixture(autouse=True)
 def _no_hang() -> Iterator[None]:
     """A case that blocks (reading a pipe, say) fails after 60 s instead of hanging the suite."""
 
     def expire(signum: int, frame: object) -> None:
-        raise TimeoutError("the command hung on bad input")
+        raise Hung("the command hung on bad input")  # not an OSError, which commands turn into a message
 
     previous = signal.signal(signal.SIGALRM, expire)
     signal.alarm(60)

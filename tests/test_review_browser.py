@@ -79,7 +79,7 @@ def template_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "--prompts",
             "mixed",
             "--limit",
-            "12",
+            "24",  # a spread sample: some categories get two or three prompts
             "--revisions",
             "2",
         ],
@@ -156,7 +156,7 @@ def test_decide_by_keys_and_buttons_then_export(new_page: Any, serve: Any, run_d
     server = serve(run_dir)
     page = new_page(server.url)
     ids = listed(page)
-    assert len(ids) == 12
+    assert len(ids) == 24
     expect(page.locator("#counts")).to_have_text("accepted 0 · flipped 0 · dropped 0")
 
     row(page, ids[0]).click()
@@ -315,6 +315,7 @@ def test_filters_category_and_review_state(new_page: Any, serve: Any, run_dir: P
         counts[value] = counts.get(value, 0) + 1
     assert len(counts) > 1, "the scripted run needs two categories"
     category = max(counts, key=lambda c: (counts[c] < len(categories), counts[c]))  # the largest that is not all
+    assert counts[category] >= 2, "the test decides two pairs of one category"
 
     before = page.evaluate("document.body.dataset.listReady")
     page.select_option("select[name=category]", category)

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from constitution.errors import did_you_mean
+from engine.userfiles import not_a_regular_file
 
 SCHEMA_VERSION = 1
 REPORT_FILE = "report.json"
@@ -245,6 +246,9 @@ def load_report(source: str | Path) -> Report:
                     else f"not an evaluation folder; cai eval --out {folder} ... writes one"
                 )
             )
+    problem = not_a_regular_file(path)
+    if problem:
+        raise ReportError(f"{path}: {problem}")
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
