@@ -63,8 +63,10 @@ def describe_os_error(exc: OSError) -> str:
         advice = "free some space, then run the same command again (what was finished is kept)"
     elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         advice = "choose a folder you can write to (e.g. another --out), or fix its permissions"
-    else:
+    elif exc.filename:
         advice = "check the path and run the same command again"
+    else:
+        advice = "run the same command again (what was finished is kept)"
     return f"{where}{reason}; {advice}"
 
 
