@@ -32,6 +32,7 @@ from pydantic import ValidationError
 
 from constitution.errors import ConstitutionError, Problem, field_path
 from constitution.schema import SCHEMA_VERSION, Constitution, Example, hidden_character
+from constitution.yamlfile import not_a_regular_file
 
 FORMATS = ("critique-revision", "constitutions", "comparisons")
 
@@ -127,9 +128,9 @@ def _problem(file: str, err: Any, principles: list[dict[str, Any]]) -> Problem:
 
 
 def _read_json(path: Path) -> Any:
-    if path.exists() and not path.is_file():
-        kind = "a folder" if path.is_dir() else "not a regular file (a pipe, socket or device)"
-        raise ConstitutionError([Problem(str(path), f"is {kind}; give a JSON file")])
+    problem = "is a folder; give a JSON file" if path.is_dir() else not_a_regular_file(path)
+    if problem:
+        raise ConstitutionError([Problem(str(path), problem)])
     try:
         return json.loads(path.read_text(encoding="utf-8-sig"))
     except FileNotFoundError:

@@ -8,6 +8,7 @@ that is too large, nested too deeply or that expands through aliases into a
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +50,9 @@ def read_yaml(path: Path, label: str | None = None) -> tuple[Any, dict[Loc, int]
             raise fail(f"file not found{suffix_hint(path, name)}")
         if path.is_dir():
             raise fail("is a folder, not a file")
-        if not path.is_file():
-            raise fail("not a regular file (a device, pipe or socket); refused")
+        special = not_a_regular_file(path)
+        if special:
+            raise fail(special)
         with path.open("rb") as handle:
             raw = handle.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
@@ -67,6 +69,25 @@ def read_yaml(path: Path, label: str | None = None) -> tuple[Any, dict[Loc, int]
             line,
         ) from None
     return parse_yaml(text, name)
+
+
+def not_a_regular_file(path: Path) -> str | None:
+    """Why ``path`` cannot be read as a data file (a pipe, socket or device), or None when it can.
+
+    Opening a named pipe or a device for reading blocks or never ends
+    (``/dev/zero``), so every reader of a file a user names (principle files
+    here; prompt sets, comparisons, run configs and reports in ``engine``)
+    asks this before opening it. A path that does not exist or cannot be
+    inspected gives None: opening it then raises the ordinary error.
+    """
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    kind = "a named pipe" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+    return f"is {kind}, not a regular file; refused (reading it could block forever): give a file"
 
 
 def suffix_hint(path: Path, written: str | None = None) -> str:

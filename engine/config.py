@@ -12,9 +12,8 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from constitution.errors import ConstitutionError, did_you_mean, field_path
-from constitution.yamlfile import parse_yaml
+from constitution.yamlfile import not_a_regular_file, parse_yaml
 from engine.records import Shard
-from engine.userfiles import not_a_regular_file
 
 MAX_CONFIG_BYTES = 1024 * 1024
 """Run configuration files larger than this are refused (a real one is a few hundred bytes)."""

@@ -86,10 +86,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from constitution import Constitution, Principle
 from constitution.errors import did_you_mean
+from constitution.yamlfile import not_a_regular_file
 from engine.backends.base import Backend, Chat, SamplingParams, ScoreRequest
 from engine.prompts import PACKAGE_ENV, comparison_prompt
 from engine.records import Trajectory
-from engine.userfiles import not_a_regular_file
 
 OPTIONS = ("(A)", "(B)")
 """Option strings scored in the direct mode: what the prompt asks the judge to write first."""

@@ -145,8 +145,9 @@ def _generate(
         labels = LabelStore.open(config.out, label_manifest, force=config.force)
     else:
         _check_no_judge(config.out, config.force)
-    done = run.done_ids()
-    _check_prompts_unchanged(run, prompts, done, shard)
+    made = run.prompt_digests()  # also cuts a torn last line off
+    done = set(made)
+    _check_prompts_unchanged(run, prompts, made, shard)
     for note in _force_notes(run, labels, config, done):
         say(note)
     if shard is None:
@@ -224,7 +225,7 @@ def _generate(
 
 def _check_no_judge(out: Path, force: bool) -> None:
     """``--no-judge`` on a judged run would swap the judge's labels for the old rule: only with ``--force``."""
-    labels = LabelStore.of_run(out) if (out / LABEL_MANIFEST).exists() else None
+    labels = LabelStore.of_run(out)
     if labels is not None and not force:
         raise RunDirError(
             f"{out} is labelled by the judge ({labels.manifest.judge}); --no-judge would build its dataset "
@@ -233,11 +234,13 @@ def _check_no_judge(out: Path, force: bool) -> None:
         )
 
 
-def _check_prompts_unchanged(run: RunDir, prompts: PromptStream, done: set[str], shard: Shard | None) -> None:
-    """Refuse a resume whose prompt file now says something else under the id of a row already made."""
-    if not done:
+def _check_prompts_unchanged(run: RunDir, prompts: PromptStream, made: dict[str, str], shard: Shard | None) -> None:
+    """Refuse a resume whose prompt file now says something else under the id of a row already made.
+
+    ``made`` is :meth:`RunDir.prompt_digests`.
+    """
+    if not made:
         return
-    made = run.prompt_digests()
     changed = [
         item.id
         for item in prompts
@@ -264,17 +267,21 @@ def _force_notes(run: RunDir, labels: LabelStore | None, config: GenerateConfig,
                 f"--force: the old rules ({old.id} {old.hash[:12]}) stay in "
                 f"{config.out / CONSTITUTIONS / constitution_file(old)}; the card counts rows per constitution"
             )
-    if labels is not None and config.force:
-        before = labels.existing()
-        diffs = before.differences(labels.manifest) if before is not None else []
-        if diffs:
-            notes.append(
-                f"--force: the pairs are judged again ({'; '.join(diffs)}); the old labels are moved to "
-                "labels.N.jsonl beside"
-            )
+    relabel = _relabel_note(labels) if labels is not None else None
+    if relabel:
+        notes.append(relabel)
     if not config.judge and config.force and (config.out / LABEL_MANIFEST).exists():
         notes.append(f"--force: the dataset is built without the judge's labels ({config.out / LABELS} is kept)")
     return notes
+
+
+def _relabel_note(labels: LabelStore) -> str | None:
+    """What judging under ``labels.manifest`` replaces (only ``--force`` gets this far when anything differs)."""
+    before = labels.existing()
+    diffs = before.differences(labels.manifest) if before is not None else []
+    if not diffs:
+        return None
+    return f"--force: the pairs are judged again ({'; '.join(diffs)}); the old labels are moved to labels.N.jsonl"
 
 
 def constitution_file(reference: ConstitutionRef) -> str:
@@ -342,10 +349,9 @@ def label(
     run = RunDir(out, manifest)
     with run_lock(out, "cai label"):
         labels = LabelStore.open(out, label_manifest, force=force)
-        before = labels.existing()
-        diffs = before.differences(label_manifest) if before is not None else []
-        if diffs and say is not None:
-            say(f"--force: the pairs are judged again ({'; '.join(diffs)}); the old labels are moved to labels.N.jsonl")
+        relabel = _relabel_note(labels)
+        if relabel and say is not None:
+            say(relabel)
         done = run.done_ids()
         labelled = _labelled_ids(labels, done)
         pending = len(done - labelled)
@@ -397,9 +403,8 @@ def rebuild_dataset(out: Path) -> tuple[Path, dict[str, int], RunStats]:
     Raises:
         RunDirError: The folder holds no run, or another process is writing it.
     """
-    RunDir.read_manifest(out)  # refuses a folder without a run before the lock would create one
+    run = RunDir(out, RunDir.read_manifest(out))  # refuses a folder without a run before the lock would make one
     with run_lock(out, "dataset rebuild"):
-        run = RunDir(out, RunDir.read_manifest(out))
         labels = LabelStore.of_run(out)
         if labels is not None:
             labels.drop_orphans(run.done_ids())

@@ -55,7 +55,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 from constitution.errors import did_you_mean
 from constitution.loader import exists
 from constitution.taxonomy import HARM_TAGS, QUALITY_TAGS, TAGS
-from engine.userfiles import not_a_regular_file
+from constitution.yamlfile import not_a_regular_file
 
 __all__ = [
     "BUILTIN_DIR",

@@ -73,8 +73,8 @@ class JsonlLog(Generic[R]):
                     yield self.record.model_validate_json(line)
                 except (ValidationError, ValueError) as exc:
                     raise RunDirError(
-                        f"{self.path}:{number}: not a valid {self.what} row ({_reason(exc)}); the file was changed "
-                        "by something other than cai: restore it, or move it aside and run again"
+                        f"{self.path}:{number}: not a valid {self.what} row ({invalid_reason(exc)}); the file was "
+                        "changed by something other than cai: restore it, or move it aside and run again"
                     ) from None
 
     def append(self, rows: Iterable[R]) -> None:
@@ -111,7 +111,8 @@ class JsonlLog(Generic[R]):
             os.fsync(handle.fileno())
 
 
-def _reason(exc: ValueError) -> str:
+def invalid_reason(exc: ValueError) -> str:
+    """Why a line is not a valid record, in one short phrase (the first field pydantic refused, say)."""
     if isinstance(exc, ValidationError) and exc.errors():
         error = exc.errors()[0]
         where = ".".join(str(part) for part in error["loc"])
@@ -206,8 +207,11 @@ class RunDir:
         return {row.id for row in self.rows(repair=True)}
 
     def prompt_digests(self) -> dict[str, str]:
-        """Each written row's id with :func:`~engine.records.prompt_digest` of its prompt."""
-        return {row.id: prompt_digest(row.prompt) for row in self.rows()}
+        """Each written row's id with :func:`~engine.records.prompt_digest` of its prompt (a torn last line cut off).
+
+        Its keys are :meth:`done_ids`, read in the same pass.
+        """
+        return {row.id: prompt_digest(row.prompt) for row in self.rows(repair=True)}
 
     def rows(self, *, repair: bool = False) -> Iterator[Trajectory]:
         """The trajectories written so far (``repair`` cuts a torn last line off first)."""

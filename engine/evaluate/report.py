@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from constitution.errors import did_you_mean
-from engine.userfiles import not_a_regular_file
+from constitution.yamlfile import not_a_regular_file
 
 SCHEMA_VERSION = 1
 REPORT_FILE = "report.json"

@@ -28,7 +28,7 @@ from engine.dataset import candidate_texts
 from engine.labels import LABELS, Label
 from engine.records import Trajectory
 from engine.review.decisions import ReviewError
-from engine.rundir import TRAJECTORIES, RunDirError
+from engine.rundir import TRAJECTORIES, RunDirError, invalid_reason
 
 R = TypeVar("R", bound=BaseModel)
 
@@ -102,9 +102,7 @@ def _why(exc: Exception) -> str:
     if isinstance(exc, KeyError):
         return f"no field {exc}"
     if isinstance(exc, ValidationError):
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        return f"{where}: {first['msg']}" if where else str(first["msg"])
+        return invalid_reason(exc)
     if isinstance(exc, (TypeError, AttributeError)):
         return f"a field has the wrong type: {exc}"
     return str(exc) or type(exc).__name__

@@ -208,7 +208,7 @@ def check_out(out: Path, *, resume: bool, force: bool) -> str | None:
     checkpoints = out / CHECKPOINTS
     if resume:
         return get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None  # type: ignore[no-untyped-call]
-    if out.is_dir() and not holds_files(out):
+    if out.is_dir() and not _holds_a_file(out):
         _remove_empty(out / CHECKPOINTS)  # left by a run that failed before it wrote anything
     if out.is_dir() and any(out.iterdir()):
         if not force:
@@ -221,14 +221,14 @@ def check_out(out: Path, *, resume: bool, force: bool) -> str | None:
     return None
 
 
-def holds_files(folder: Path) -> bool:
+def _holds_a_file(folder: Path) -> bool:
     """Whether ``folder`` holds any file, at any depth (empty subfolders do not count)."""
     return any(not p.is_dir() for p in folder.rglob("*"))
 
 
 def _remove_empty(folder: Path) -> None:
     """Remove ``folder`` when it holds no file at any depth."""
-    if folder.is_dir() and not holds_files(folder):
+    if folder.is_dir() and not _holds_a_file(folder):
         shutil.rmtree(folder, ignore_errors=True)
 
 
