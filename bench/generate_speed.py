@@ -20,13 +20,15 @@ from pathlib import Path
 import torch
 
 import constitution
-from engine.backends import SamplingParams, load_backend
+from engine.backends import load_backend
+from engine.backends.base import SamplingParams
 from engine.backends.hf import HFBackend
 from engine.config import GenerateConfig
-from engine.critique import clean_revision, sample_principle
+from engine.critique import clean_revision
 from engine.generate import generate
-from engine.prompt_sets import load_prompts
+from engine.judge.principles import round_principle
 from engine.prompts import critique_prompt, revision_prompt
+from engine.sources import load_prompts
 
 
 def sequential(backend: HFBackend, prompts: str, n: int, max_new_tokens: int, seed: int) -> tuple[float, int]:
@@ -49,7 +51,7 @@ def sequential(backend: HFBackend, prompts: str, n: int, max_new_tokens: int, se
 
     start = time.perf_counter()
     for item in load_prompts(prompts, limit=n):
-        principle = sample_principle(rules, seed, item.id, 1)
+        principle = round_principle(rules, seed, item.id, 1)
         answer = reply(item.messages)
         critique = reply(critique_prompt(principle, item.messages, answer, rules))
         clean_revision(reply(revision_prompt(principle, item.messages, answer, critique, rules)))

@@ -51,11 +51,11 @@ def main() -> None:
     args = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("no CUDA device: this script checks the GPU paths")
-    from engine.backends import SamplingParams, ScoreRequest
+    from engine.backends.base import SamplingParams, ScoreRequest
     from engine.backends.hf import HFBackend
     from engine.config import GenerateConfig
     from engine.generate import generate
-    from engine.prompt_sets import load_prompts
+    from engine.sources import load_prompts
 
     print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}")
     work = Path(tempfile.mkdtemp())

@@ -24,8 +24,11 @@ import argparse
 import time
 
 import constitution
-from engine.backends import SamplingParams, ScoreRequest, load_backend
-from engine.feedback import OPTIONS, Judge, Pair, comparison_principles, load_comparisons, read_verdict
+from engine.backends import load_backend
+from engine.backends.base import SamplingParams, ScoreRequest
+from engine.evaluate.comparisons import load_comparisons
+from engine.evaluate.judge_accuracy import comparison_principles
+from engine.judge import OPTIONS, Judge, Pair, read_verdict
 
 
 def main() -> None:

@@ -148,8 +148,7 @@ def _judgments(principle: str, p_first: float) -> list[dict[str, Any]]:
 
 def synthesise(out: Path, n: int, seed: int = 0) -> dict[str, float]:
     """Write a judged run of ``n`` trajectories to ``out``; returns seconds and file sizes."""
-    from engine.labels import Label
-    from engine.records import Trajectory
+    from engine.records import Label, Trajectory
 
     start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)

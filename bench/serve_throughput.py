@@ -63,12 +63,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import httpx
 import torch
 
-from engine.backends import Backend, BackendError, Chat, Completion, SamplingParams, load_backend
+from engine.backends import load_backend
+from engine.backends.base import Backend, BackendError, Chat, Completion, SamplingParams
 from engine.backends.default_model import embedded_gguf
 from engine.backends.llama_server import find_server, running_server, server_command
 from engine.config import GenerateConfig
 from engine.generate import generate
-from engine.prompt_sets import load_prompts
+from engine.sources import load_prompts
 
 MODEL = "smollm2"
 """The name the server answers to (``--alias``)."""

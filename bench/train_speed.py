@@ -77,7 +77,7 @@ def demo_like_rows(n: int = 16, seed: int = 0, *, labels: bool = True) -> list[d
     With ``labels``, a third of the pairs get an unsure judge probability and a third of
     those (at least one) are flipped: the worse text is ``chosen``, as a noisy judge would leave it.
     """
-    from engine.prompt_sets import load_prompts
+    from engine.sources import load_prompts
 
     rng = random.Random(seed)
     harmful = load_prompts("redteam", limit=n)
@@ -206,7 +206,8 @@ def trl_trainer(data: Path, out: Path, steps: int) -> Any:
 def cai_trainer(data: Path, out: Path, steps: int) -> tuple[Any, float]:
     """The DPO trainer as `cai train dpo` builds it (checks, recipe layering, data, model), and the seconds taken."""
     from engine.train import TrainOptions
-    from engine.train.run import make_trainer, prepare
+    from engine.train.preflight import prepare
+    from engine.train.run import make_trainer
 
     options = TrainOptions(kind="dpo", data=data, out=out, overrides={**SETTINGS, "max_steps": steps}, labels="hard")
     start = time.perf_counter()
@@ -259,7 +260,7 @@ def wrapper(work: Path, steps: int, repeats: int) -> None:
             f"TRL directly {b:.2f} s ({1 / b:.3f} steps/s); cai/TRL steps/s {b / a:.3f}"
         )
     start = time.perf_counter()
-    from engine.train.run import save_model
+    from engine.train.model import save_model
 
     save_model(cai, work / "cai-model")
     print(f"  once per run, after the loop: saving the model folder {time.perf_counter() - start:.1f} s")
@@ -312,7 +313,7 @@ def cost(work: Path, steps: int) -> None:
 
 def margins(model: str, rows: list[dict[str, Any]]) -> list[float]:
     """log P(chosen) - log P(rejected) under ``model``, per pair."""
-    from engine.backends import ScoreRequest
+    from engine.backends.base import ScoreRequest
     from engine.backends.hf import HFBackend
 
     backend = HFBackend(model, dtype="float32")

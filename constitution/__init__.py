@@ -8,7 +8,7 @@
 No model code lives here; ``engine`` applies the rules.
 """
 
-from constitution.errors import ConstitutionError, Problem
+from constitution.errors import ConstitutionError, Problem, UserError
 from constitution.loader import builtin_names, dump, iter_files, load
 from constitution.schema import SCHEMA_VERSION, Constitution, Example, Message, Principle, json_schema
 from constitution.taxonomy import HARM_TAGS, QUALITY_TAGS, TAGS
@@ -24,6 +24,7 @@ __all__ = [
     "Message",
     "Principle",
     "Problem",
+    "UserError",
     "builtin_names",
     "dump",
     "iter_files",

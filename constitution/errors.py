@@ -1,4 +1,10 @@
-"""Readable problems found in principle files.
+"""The root of every user-facing error, and readable problems found in principle files.
+
+:class:`UserError` is the one base of every error the project raises for bad
+input (a bad file, a bad flag, an unknown model, a server that fails): it
+carries the message the CLI prints in one line and the exit code. It lives
+here, in the lowest layer, so that ``constitution`` and ``engine`` share it;
+``engine.errors`` re-exports it. A programming error is anything else.
 
 A :class:`Problem` names the file, the line where it can be known, the field path
 (``principles[3].revision_request``) and a message. :class:`ConstitutionError`
@@ -26,7 +32,22 @@ class Problem:
         return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
 
 
-class ConstitutionError(Exception):
+class UserError(Exception):
+    """Bad input from a user: ``str(error)`` is the message, ``exit_code`` what ``cai`` exits with.
+
+    Subclasses set a class-wide ``exit_code``; one raise may override it with
+    ``UserError("...", exit_code=2)``.
+    """
+
+    exit_code: int = 1
+
+    def __init__(self, *args: object, exit_code: int | None = None) -> None:
+        super().__init__(*args)
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+
+class ConstitutionError(UserError):
     """A constitution could not be loaded; ``problems`` says why, one entry each."""
 
     def __init__(self, problems: Sequence[Problem]) -> None:

@@ -94,7 +94,7 @@ def load(source: str | Path) -> Constitution:
 
 def _check_templates(composed: Constitution) -> None:
     """Render each custom template for every principle it will be used with."""
-    from constitution.templating import check_for_principles  # jinja2 costs ~40 ms: only when needed
+    from constitution.template_checks import check_for_principles  # jinja2 costs ~40 ms: only when needed
 
     templates = composed.templates.model_dump(exclude_none=True) if composed.templates else {}
     problems = []

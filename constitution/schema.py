@@ -304,9 +304,9 @@ class Templates(_Model):
         if source is not None:
             _long_text(source)
             # imported here: jinja2 costs ~40 ms and most files have no templates
-            from constitution.templating import check_template
+            from constitution.template_checks import check_template
 
-            check_template(str(info.field_name), source)
+            check_template(str(info.field_name), source, tuple(Principle.model_fields))
         return source
 
 

@@ -1,4 +1,4 @@
-"""The sandbox that renders user-supplied prompt templates, and their checks.
+"""The sandbox that renders user-supplied prompt templates within a budget.
 
 A constitution may replace the built-in prompt templates with its own. Those
 are Jinja2 templates from a file someone else may have written, so they are
@@ -22,10 +22,7 @@ memory:
 :func:`render_template` turns every way a render can fail (a budget, the
 sandbox, ``1/0``, a type error, a missing attribute, deep recursion) into a
 :class:`TemplateFailure` with a readable reason and the template line.
-:func:`check_template` proves a template at validation time by rendering it
-once on sample values, so a typo in a variable or attribute is found by
-``cai principles validate``, not in the middle of a generation run, and
-:func:`check_for_principles` renders it for each real principle.
+:mod:`constitution.template_checks` proves templates at validation time.
 """
 
 from __future__ import annotations
@@ -38,7 +35,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Siz
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jinja2
 import jinja2.meta
@@ -48,10 +45,7 @@ from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.visitor import NodeTransformer
 
-from constitution.errors import did_you_mean
-
-if TYPE_CHECKING:
-    from constitution.schema import Example, Principle
+from constitution.errors import UserError
 
 MAX_REPEAT = 100_000
 """Longest string or list that ``*`` may build in a template."""
@@ -68,22 +62,6 @@ MAX_OUTPUT = 1_000_000
 MAX_INT_BITS = 4096
 """Largest integer (in bits) that arithmetic in a template may make."""
 
-TEMPLATE_VARIABLES: dict[str, frozenset[str]] = {
-    "critique": frozenset({"conversation", "response", "request", "principle", "examples"}),
-    "revision": frozenset({"conversation", "response", "critique", "request", "principle", "examples"}),
-    "comparison": frozenset({"conversation", "response_a", "response_b", "question", "principle"}),
-}
-"""Variables each prompt template may use; anything else is a validation error."""
-
-EXAMPLE_KEYS = ("conversation", "response", "critique", "revision", "needs_change")
-"""Keys of each item of ``examples`` in the critique and revision templates."""
-
-TEMPLATE_FILTERS = ("quote", "transcript")
-"""Filters that ``engine.prompts`` adds to Jinja2's built-in ones."""
-
-SAMPLE_TEXT = "sample text"
-"""What every text variable holds when a template is checked."""
-
 # Filters the sandbox inserts into every template (see _Instrument). Their names hold a
 # character that Jinja2's lexer never reads as part of a filter name, so no template can name them.
 _ITERATE = "budget:iterate"
@@ -97,15 +75,15 @@ _REFUSED_TAGS: dict[type[jinja2.nodes.Node], str] = {
 }
 
 
-class TemplateBudgetError(SecurityError):
+class TemplateBudgetError(SecurityError, UserError):
     """A template went over its budget: too many steps, too much time, output or nesting."""
 
 
-class RefusedTagError(jinja2.TemplateSyntaxError):
+class RefusedTagError(jinja2.TemplateSyntaxError, UserError):
     """A template uses a tag that constitutions may not use (include, import, extends)."""
 
 
-class TemplateFailure(ValueError):
+class TemplateFailure(UserError, ValueError):
     """A custom template cannot be compiled or rendered.
 
     Attributes:
@@ -510,116 +488,3 @@ def _line_of(tb: TracebackType | None) -> str:
             line = template.get_corresponding_lineno(tb.tb_lineno)
         tb = tb.tb_next
     return f" (template line {line})" if line else ""
-
-
-# --------------------------------------------------------------------------- checks at validation time
-
-
-def example_values(example: Example) -> dict[str, Any]:
-    """A few-shot example as the critique and revision templates see it."""
-    chat = [m.model_dump() for m in example.conversation]
-    values = (chat[:-1], chat[-1]["content"], example.critique, example.revised, example.needs_change)
-    return dict(zip(EXAMPLE_KEYS, values, strict=True))
-
-
-def _sample(kind: str, principle: Principle | None = None) -> dict[str, Any]:
-    from constitution.schema import Principle  # a cycle at module level: schema imports this lazily
-
-    text = SAMPLE_TEXT
-    chat = [{"role": "user", "content": text}]
-    if principle is None:
-        values = {name: [text] if name in ("tags", "examples") else text for name in Principle.model_fields}
-        examples = [dict.fromkeys(EXAMPLE_KEYS, text) | {"conversation": chat, "needs_change": True}]
-        requests = {"critique": text, "revision": text, "comparison": text}
-    else:
-        values = principle.model_dump()
-        examples = [example_values(e) for e in principle.examples]
-        requests = {
-            "critique": principle.critique_request,
-            "revision": principle.revision_request,
-            "comparison": principle.comparison_question,
-        }
-    sample = {
-        "conversation": chat,
-        "response": text,
-        "response_a": text,
-        "response_b": text,
-        "critique": text,
-        "request": requests[kind],
-        "question": requests[kind],
-        "principle": values,
-        "examples": examples,
-    }
-    return {name: sample[name] for name in TEMPLATE_VARIABLES[kind]}
-
-
-@functools.cache
-def _checker() -> TemplateSandbox:
-    """The sandbox that checks templates, with stand-ins for the engine's filters."""
-    return sandbox(dict.fromkeys(TEMPLATE_FILTERS, lambda value, *args: str(value)))
-
-
-def check_template(kind: str, source: str) -> None:
-    """Raise ``ValueError`` with a readable message if a custom template is unusable.
-
-    Args:
-        kind: ``"critique"``, ``"revision"`` or ``"comparison"``.
-        source: The template text.
-    """
-    env = _checker()
-    try:
-        ast = env.parse(source)
-    except RefusedTagError as exc:
-        raise ValueError(f"template line {exc.lineno}: {exc.message}") from None
-    except jinja2.TemplateSyntaxError as exc:
-        raise ValueError(f"Jinja2 syntax error on template line {exc.lineno}: {exc.message}") from None
-    except RecursionError:
-        raise ValueError("template is nested too deeply to compile") from None
-    known = [name for name in env.filters if ":" not in name]
-    for node in ast.find_all(jinja2.nodes.Filter):
-        if node.name not in env.filters:
-            raise ValueError(
-                f"unknown filter {node.name!r}{did_you_mean(node.name, known)} (template line {node.lineno})"
-            )
-    for test in ast.find_all(jinja2.nodes.Test):
-        if test.name not in env.tests:
-            raise ValueError(
-                f"unknown test {test.name!r}{did_you_mean(test.name, env.tests)} (template line {test.lineno})"
-            )
-    allowed = TEMPLATE_VARIABLES[kind]
-    try:
-        undeclared = jinja2.meta.find_undeclared_variables(ast)
-    except jinja2.TemplateError as exc:
-        raise ValueError(f"template does not compile: {exc.message or exc}") from None
-    unknown = sorted(undeclared - allowed - set(env.globals))
-    if unknown:
-        raise ValueError(
-            f"unknown variable {unknown[0]!r}{did_you_mean(unknown[0], allowed)} "
-            f"(this template may use: {', '.join(sorted(allowed))})"
-        )
-    template = compile_template(env, source)
-    try:
-        render_template(template, _sample(kind))
-    except TemplateFailure as exc:
-        raise ValueError(exc.describe(" on sample values")) from None
-
-
-def check_for_principles(templates: Mapping[str, str], principles: Sequence[Principle]) -> Iterator[tuple[str, str]]:
-    """Render each custom template for each principle it will be used with.
-
-    Yields:
-        ``(kind, message)`` for each template that fails, for the first principle it fails for.
-    """
-    env = _checker()
-    for kind, source in templates.items():
-        try:
-            template = compile_template(env, source)
-        except TemplateFailure as exc:
-            yield kind, exc.describe()
-            continue
-        for p in principles:
-            try:
-                render_template(template, _sample(kind, p))
-            except TemplateFailure as exc:
-                yield kind, exc.describe(f" for principle {p.id!r}")
-                break

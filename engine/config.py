@@ -7,13 +7,13 @@ given on the command line override the file. Unknown keys are errors.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from constitution.errors import ConstitutionError, did_you_mean, field_path
+from constitution.errors import ConstitutionError, UserError, did_you_mean, field_path
 from constitution.yamlfile import not_a_regular_file, parse_yaml
-from engine.records import Shard
+from engine.records import JudgeSettings, Pairing, Shard
 
 MAX_CONFIG_BYTES = 1024 * 1024
 """Run configuration files larger than this are refused (a real one is a few hundred bytes)."""
@@ -22,6 +22,21 @@ MAX_NEW_TOKENS = 65_536
 MAX_BATCH = 65_536
 """The most requests per batch (and prompts per chunk) a run may ask for."""
 MAX_SEED = 2**63 - 1
+
+_JUDGE = JudgeSettings.model_fields
+
+JUDGE_FIELDS: dict[str, str] = {
+    "judge_principles": "principles",
+    "seed": "seed",
+    "judge_cot": "cot",
+    "judge_band": "band",
+    "min_margin": "min_margin",
+    "pairing": "pairing",
+}
+"""The judge's settings a run configuration holds: its field -> the :class:`JudgeSettings` field.
+
+Their defaults are the judge's own (read from :class:`JudgeSettings`), so the two cannot drift.
+"""
 
 
 class GenerateConfig(BaseModel):
@@ -72,17 +87,26 @@ class GenerateConfig(BaseModel):
     )
     judge_model: str | None = Field(default=None, description="Judge model (defaults to the policy).")
     judge_principles: int = Field(
-        default=1, ge=1, le=64, description="Principles sampled per judged pair (an ensemble)."
+        default=_JUDGE["principles"].default,
+        ge=1,
+        le=64,
+        description="Principles sampled per judged pair (an ensemble).",
     )
-    judge_cot: bool = Field(default=False, description="The judge reasons before answering (chain of thought).")
+    judge_cot: bool = Field(
+        default=_JUDGE["cot"].default, description="The judge reasons before answering (chain of thought)."
+    )
     judge_band: tuple[float, float] = Field(
-        default=(0.4, 0.6), description="Chain of thought: each order's probability is clamped to this band."
+        default=_JUDGE["band"].default,
+        description="Chain of thought: each order's probability is clamped to this band.",
     )
     min_margin: float = Field(
-        default=0.02, ge=0, le=1, description="Drop pairs whose judged margin (2 * chosen_prob - 1) is below this."
+        default=_JUDGE["min_margin"].default,
+        ge=0,
+        le=1,
+        description="Drop pairs whose judged margin (2 * chosen_prob - 1) is below this.",
     )
-    pairing: Literal["best-worst", "final-initial"] = Field(
-        default="best-worst",
+    pairing: Pairing = Field(
+        default=_JUDGE["pairing"].default,
         description="best-worst: judge all candidates, pair the best with the worst; final-initial: final vs first.",
     )
     force: bool = Field(default=False, description="Write into a folder that holds a run with other settings.")
@@ -208,7 +232,7 @@ class EvalConfig(BaseModel):
         return gates
 
 
-class ConfigError(Exception):
+class ConfigError(UserError):
     """A run configuration file is unusable; the message names the file and key."""
 
 
@@ -286,3 +310,8 @@ def read_config_file(path: Path) -> Any:
     except ConstitutionError as exc:
         raise ConfigError(str(exc).replace("principle files hold", "run configs hold")) from None
     return data
+
+
+def judge_settings(config: GenerateConfig) -> JudgeSettings:
+    """The judge's settings a run configuration asks for (see :data:`JUDGE_FIELDS`)."""
+    return JudgeSettings(**{judge: getattr(config, field) for field, judge in JUDGE_FIELDS.items()})

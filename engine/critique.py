@@ -10,17 +10,17 @@ critique finds nothing to change.
 
 from __future__ import annotations
 
-import random
 import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from constitution import Constitution, Principle
+from constitution import Constitution
 from engine.backends.base import Backend, Chat, SamplingParams
-from engine.prompt_sets import PromptItem
+from engine.judge.principles import round_principle
 from engine.prompts import critique_prompt, revision_prompt
 from engine.records import ConstitutionRef, Round, Trajectory
+from engine.sources import PromptItem
 
 _NOTHING_TO_CHANGE = re.compile(
     r"\bno (?:further )?(?:changes?|revisions?|edits?|improvements?)(?: are| is)? (?:needed|necessary|required)\b"
@@ -46,13 +46,6 @@ def clean_reply(text: str) -> str:
 def clean_revision(text: str) -> str:
     """Clean a reply and strip a leading "Revised response:" label that models like to add."""
     return _LABEL.sub("", clean_reply(text), count=1).strip()
-
-
-def sample_principle(constitution: Constitution, seed: int, row_id: str, round_number: int) -> Principle:
-    """The principle for one row and round: weighted, and the same on every rerun."""
-    rng = random.Random(f"{seed}\x1f{row_id}\x1f{round_number}")
-    principles = constitution.principles
-    return rng.choices(principles, weights=[p.weight for p in principles])[0]
 
 
 @dataclass(frozen=True)
@@ -94,7 +87,7 @@ def run_loop(
         active = [r for r in rows if not r.stopped]
         if not active:
             break
-        principles = [sample_principle(constitution, settings.seed, r.item.id, number) for r in active]
+        principles = [round_principle(constitution, settings.seed, r.item.id, number) for r in active]
         prompts = [
             critique_prompt(p, r.item.messages, r.current, constitution)
             for p, r in zip(principles, active, strict=True)

@@ -4,7 +4,7 @@ Order of work: everything cheap is checked first (constitution, prompts, the
 output folder), then the models load, then prompts not yet in the folder go
 through the loop chunk by chunk, each finished chunk appended to
 ``trajectories.jsonl`` at once and then labelled by the AI-feedback judge into
-``labels.jsonl`` (:mod:`engine.labels`). A resumed run first labels rows that
+``labels.jsonl`` (:mod:`engine.judge.store`). A resumed run first labels rows that
 were written but not yet labelled. The dataset, card and constitution copy are
 (re)built from all rows at the end. :func:`label` (``cai label``) judges an
 existing run again, with another judge or settings, without regenerating.
@@ -22,27 +22,41 @@ the shard is part of the run's manifest, so a folder holds one shard, and
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 import constitution as constitution_lib
 from constitution import Constitution
-from engine.backends import Backend, SamplingParams, load_backend
-from engine.config import GenerateConfig
+from engine.backends import load_backend
+from engine.backends.base import Backend, SamplingParams
+from engine.config import GenerateConfig, judge_settings
 from engine.critique import LoopSettings, run_loop
-from engine.dataset import RunStats, save_dataset, write_card
-from engine.feedback import Judge, JudgeSettings, LabelStats, LabelTally, judge_trajectories
-from engine.labels import LABEL_MANIFEST, LABELS, LabelManifest, LabelStore, label_rows
-from engine.prompt_sets import PromptStream, open_prompts
-from engine.records import ConstitutionRef, RunManifest, Shard, missing_shards, prompt_digest
-from engine.review.decisions import load_decisions
+from engine.dataset.of_run import build_dataset
+from engine.judge import (
+    LABEL_MANIFEST,
+    LABELS,
+    Judge,
+    LabelStats,
+    LabelStore,
+    judge_trajectories,
+    label_rows,
+)
+from engine.progress import chunked, progress_bar
+from engine.records import (
+    ConstitutionRef,
+    JudgeSettings,
+    LabelManifest,
+    RunManifest,
+    Shard,
+    prompt_digest,
+)
 from engine.rundir import RunDir, RunDirError, atomic_write, run_lock
+from engine.sources import PromptStream, open_prompts
 
 if TYPE_CHECKING:
-    from tqdm import tqdm
+    pass
 
 BackendFactory = Callable[..., Backend]
 CONSTITUTION_COPY = "constitution.yaml"
@@ -374,86 +388,6 @@ def label(
     )
 
 
-def build_dataset(run: RunDir, labels: LabelStore | None) -> tuple[Path, dict[str, int], RunStats, LabelStats | None]:
-    """(Re)build the dataset and card of a run folder from its trajectories and labels."""
-    judged = None
-    label_stats = None
-    decisions = load_decisions(run.path)
-    if labels is None:
-        rows = ((t, None) for t in run.rows())
-        path, sizes, stats = save_dataset(rows, run.path, judged=False, decisions=decisions)
-    else:
-        tally = LabelTally()
-        path, sizes, stats = save_dataset(labels.join(run.rows(), tally), run.path, judged=True, decisions=decisions)
-        label_stats = tally.stats()
-        judged = (labels.manifest.judge, labels.manifest.settings, label_stats)
-    card = write_card(run.path, run.manifest, stats, sizes, judged)
-    notes = provenance_notes(run.manifest)
-    if notes:
-        text = card.read_text(encoding="utf-8")
-        at = text.find("\n## Use\n")
-        at = len(text) if at < 0 else at + 1
-        atomic_write(card, text[:at] + "\n".join(notes) + "\n\n" + text[at:])
-    return path, sizes, stats, label_stats
-
-
-def rebuild_dataset(out: Path) -> tuple[Path, dict[str, int], RunStats]:
-    """Rebuild the dataset and card of a finished run folder (after people reviewed its pairs).
-
-    Raises:
-        RunDirError: The folder holds no run, or another process is writing it.
-    """
-    run = RunDir(out, RunDir.read_manifest(out))  # refuses a folder without a run before the lock would make one
-    with run_lock(out, "dataset rebuild"):
-        labels = LabelStore.of_run(out)
-        if labels is not None:
-            labels.drop_orphans(run.done_ids())
-        path, sizes, stats, _ = build_dataset(run, labels)
-    return path, sizes, stats
-
-
-def provenance_notes(manifest: RunManifest) -> list[str]:
-    """Card sections (markdown lines) for a shard of a split and for a merge of runs; none for a whole run."""
-    if manifest.shard is not None:
-        shard = Shard.parse(manifest.shard)
-        return [
-            "## Shard",
-            "",
-            f"This run holds shard {shard} of the prompts `{manifest.prompts}`: the prompts whose id's sha256 "
-            f"(first 8 bytes, big-endian) leaves remainder {shard.index - 1} when divided by {shard.count}. "
-            f"Combine the folders of all {shard.count} shards with `cai merge DIR... --out OUT`.",
-        ]
-    if manifest.merged_from is None:
-        return []
-    runs = manifest.merged_from
-    lines = [
-        "## Merged runs",
-        "",
-        f"`cai merge` combined {len(runs)} run{'s' * (len(runs) != 1)} made with the same constitution, "
-        "models, sampling and judge settings:",
-        "",
-        "| run | prompts | shard | rows |",
-        "| --- | --- | --- | ---: |",
-        *(f"| `{r.path}` | `{r.prompts}` | {r.shard or 'all'} | {r.rows} |" for r in runs),
-    ]
-    missing = missing_shards(runs)
-    if missing:
-        lines += ["", f"**Incomplete**: shard{'s' * (len(missing) != 1)} {', '.join(missing)} missing."]
-    return lines
-
-
-def judge_settings(config: GenerateConfig) -> JudgeSettings:
-    """The judge's settings a run configuration asks for."""
-    return JudgeSettings(
-        principles=config.judge_principles,
-        seed=config.seed,
-        cot=config.judge_cot,
-        band=config.judge_band,
-        min_margin=config.min_margin,
-        pairing=config.pairing,
-    )
-
-
 def _labelled_ids(labels: LabelStore | None, rows: set[str]) -> set[str]:
     """Rows labelled under the store's manifest (none when the folder's labels are from another judge).
 
@@ -486,22 +420,3 @@ def _label_existing(
     finally:
         if bar is not None:
             bar.close()
-
-
-T = TypeVar("T")
-
-
-def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
-    """Consecutive lists of ``size`` items (the last may be shorter), taken as they are needed."""
-    iterator = iter(items)
-    while chunk := list(islice(iterator, size)):
-        yield chunk
-
-
-def progress_bar(total: int, enabled: bool, desc: str, unit: str = "row") -> tqdm[None] | None:
-    """A tqdm bar for long work, or None when progress is off."""
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit=unit, desc=desc, dynamic_ncols=True, smoothing=0.1)

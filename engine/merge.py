@@ -31,10 +31,11 @@ from typing import IO, Any
 
 from pydantic import ValidationError
 
-from engine.feedback import LabelStats
-from engine.generate import CONSTITUTION_COPY, build_dataset
-from engine.labels import LABEL_MANIFEST, LABELS, Label, LabelManifest, LabelStore
-from engine.records import MergedRun, RunManifest, Shard, Trajectory, missing_shards
+from engine.dataset.of_run import build_dataset
+from engine.errors import UserError
+from engine.generate import CONSTITUTION_COPY
+from engine.judge import LABEL_MANIFEST, LABELS, LabelStats, LabelStore
+from engine.records import Label, LabelManifest, MergedRun, RunManifest, Shard, Trajectory, missing_shards
 from engine.rundir import (
     FOREIGN,
     MANIFEST,
@@ -52,7 +53,7 @@ KEPT_APART = ("shard", "prompts", "merged_from", "superseded")
 WRITTEN = (MANIFEST, TRAJECTORIES, LABELS, LABEL_MANIFEST, CONSTITUTION_COPY)
 
 
-class MergeError(Exception):
+class MergeError(UserError):
     """The runs cannot be merged as asked; the message says why and what to do."""
 
 

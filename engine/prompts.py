@@ -21,14 +21,8 @@ import jinja2
 
 from constitution.errors import ConstitutionError, Problem
 from constitution.schema import Constitution, Message, Principle
-from constitution.templating import (
-    TEMPLATE_VARIABLES,
-    TemplateFailure,
-    compile_template,
-    example_values,
-    render_template,
-    sandbox,
-)
+from constitution.template_checks import TEMPLATE_VARIABLES, example_values
+from constitution.templating import TemplateFailure, compile_template, render_template, sandbox
 
 Chat = list[dict[str, str]]
 """A conversation in the usual chat format: ``[{"role": ..., "content": ...}]``."""

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.dataset import DATASET_DIR
-from engine.review.decisions import REVIEWS, ReviewError
+from engine.records import REVIEWS, ReviewError
 from engine.rundir import RunDirError
 
 
@@ -75,7 +75,7 @@ def rebuild(run_dir: Path) -> Rebuilt:
             line of one of its files is unreadable, or the folder cannot be
             written; the message says what to do.
     """
-    from engine.generate import rebuild_dataset
+    from engine.dataset.of_run import rebuild_dataset
 
     reviews = run_dir / REVIEWS
     before = _size(reviews)

@@ -1,7 +1,7 @@
 """A run's output folder: manifest, streamed trajectories, and resuming.
 
 ``trajectories.jsonl`` (and the judge's ``labels.jsonl``, see
-:mod:`engine.labels`) is a :class:`JsonlLog`: appended to as rows finish, one
+:mod:`engine.judge.store`) is a :class:`JsonlLog`: appended to as rows finish, one
 complete line per row, flushed and fsynced. A run killed at any moment (even
 ``kill -9``) leaves at most one torn last line, which the next run cuts off;
 rows are identified by prompt id, so a rerun skips what is done and never
@@ -25,6 +25,7 @@ from typing import Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from engine.errors import UserError
 from engine.records import RunManifest, Trajectory, prompt_digest
 
 MANIFEST = "run.json"
@@ -37,7 +38,7 @@ LOCK = ".cai.lock"
 """The lock file of a run folder (see :func:`run_lock`); it stays after the lock is released."""
 
 
-class RunDirError(Exception):
+class RunDirError(UserError):
     """The output folder cannot be used as asked; the message says why and what to do."""
 
 

@@ -18,8 +18,8 @@ from engine.cli import cli
 from engine.config import EvalConfig
 from engine.evaluate.report import compare_reports, load_report
 from engine.evaluate.run import evaluate
-from engine.prompt_sets import load_prompts
 from engine.rundir import RunDirError
+from engine.sources import load_prompts
 
 HARMFUL = {item.messages[-1]["content"] for item in load_prompts("eval-redteam")}
 REFUSAL = "I can't help with that."
@@ -274,7 +274,8 @@ def test_cli_eval_gates_and_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
 def test_pointwise_judge_asks_both_framings_so_a_yes_sayer_learns_nothing(tmp_path: Path) -> None:
     from constitution import load
-    from engine.evaluate.pointwise import Answer, PointwiseJudge, PrincipleSampler
+    from engine.evaluate.pointwise import Answer, PointwiseJudge
+    from engine.judge.principles import PrincipleSampler
 
     def yes(request: ScoreRequest) -> list[float]:
         return [math.log(0.95), math.log(0.05)]
@@ -292,7 +293,8 @@ def test_pointwise_judge_asks_both_framings_so_a_yes_sayer_learns_nothing(tmp_pa
 
 def test_unreadable_pointwise_scores_are_not_counted(tmp_path: Path) -> None:
     from constitution import load
-    from engine.evaluate.pointwise import Answer, PointwiseJudge, PrincipleSampler
+    from engine.evaluate.pointwise import Answer, PointwiseJudge
+    from engine.judge.principles import PrincipleSampler
 
     def broken(request: ScoreRequest) -> list[float]:
         return [math.nan, math.nan]

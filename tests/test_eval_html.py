@@ -14,7 +14,9 @@ from typing import Any
 
 import pytest
 
-from engine.evaluate.html import DASH, render_html, write_html
+from engine.evaluate.formatting import DASH
+from engine.evaluate.html import render_html, write_html
+from engine.evaluate.metrics import Rate
 from engine.evaluate.report import (
     HTML_FILE,
     AttackRow,
@@ -25,7 +27,6 @@ from engine.evaluate.report import (
     ModelResult,
     PhraseRow,
     PositionBias,
-    RateOut,
     Report,
     Timings,
 )
@@ -36,11 +37,11 @@ QUOTE = '" onmouseover="alert(3)'
 EVIL_MODEL = "evil<b>model</b>"
 
 
-def rate(value: float, n: int = 50) -> RateOut:
-    return RateOut(value=value, low=max(0.0, value - 0.04), high=min(1.0, value + 0.04), n=n)
+def rate(value: float, n: int = 50) -> Rate:
+    return Rate(value=value, low=max(0.0, value - 0.04), high=min(1.0, value + 0.04), n=n)
 
 
-NAN_RATE = RateOut(value=math.nan, low=math.nan, high=math.nan, n=0)
+NAN_RATE = Rate(value=math.nan, low=math.nan, high=math.nan, n=0)
 
 
 def model(name: str, role: str = "model", **fields: Any) -> ModelResult:

@@ -12,10 +12,11 @@ from click.testing import CliRunner
 from constitution.taxonomy import HARM_TAGS
 from engine.cli import cli
 from engine.config import ConfigError, EvalConfig, load_config
+from engine.evaluate.eval_prompts import eval_prompts
 from engine.evaluate.report import ReportError, load_report
-from engine.evaluate.run import eval_prompts, evaluate
-from engine.prompt_sets import PromptSetError
+from engine.evaluate.run import evaluate
 from engine.rundir import RunDirError
+from engine.sources import PromptSetError
 from tests.test_eval import config, factory
 
 
@@ -190,3 +191,12 @@ def test_per_category_rows_cover_a_limited_eval(tmp_path: Path) -> None:
     ).report
     red = {row.group: row.harmful_compliance for row in report.model("comply").per_category if row.harmful_compliance}
     assert set(red) == set(HARM_TAGS) and all(rate.n == 1 for rate in red.values())  # one of each harm category
+
+
+def test_force_on_a_new_folder_evaluates_and_moves_nothing_aside(tmp_path: Path) -> None:
+    out = tmp_path / "new" / "eval"
+    args = ["eval", "--model", "scripted", "--judge-model", "scripted", "--limit", "4", "--no-classifier"]
+    args += ["--jailbreaks", "0", "--counterfactual", "0", "--robustness", "0", "--force", "-o", str(out)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert (out / "report.json").exists() and not list(out.glob("old.*"))

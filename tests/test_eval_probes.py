@@ -25,8 +25,8 @@ from engine.evaluate.probes import (
     load_counterfactual,
     repeated_phrases,
 )
-from engine.prompt_sets import PromptItem
 from engine.prompts import neutralise, quote
+from engine.sources import PromptItem
 
 # --- jailbreaks ---------------------------------------------------------------------------------
 

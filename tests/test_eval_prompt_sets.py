@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from constitution.taxonomy import HARM_TAGS
-from engine.prompt_sets import EVAL_DIR, PromptItem, load_prompts
+from engine.sources import EVAL_DIR, PromptItem, load_prompts
 
 GENERATION_SETS = ("redteam", "helpful")
 EVAL_SETS = ("eval-redteam", "eval-benign")

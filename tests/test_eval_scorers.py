@@ -10,9 +10,9 @@ import pytest
 from click.testing import CliRunner
 
 from constitution.taxonomy import HARM_TAGS
-from engine import metrics
 from engine.cli import cli
-from engine.refusal import LABELS, detect_refusal, evaluate_detector, load_refusal_set
+from engine.evaluate import metrics
+from engine.evaluate.refusal import LABELS, detect_refusal, evaluate_detector, load_refusal_set
 
 # --- refusal detector ---------------------------------------------------------------------------
 
@@ -165,7 +165,7 @@ def test_elo_orders_models_consistently_with_win_rates() -> None:
 
 
 def test_harm_data_covers_every_category_and_is_held_out() -> None:
-    from engine.harm_classifier import HARM_TEST, HARM_TRAIN, load_harm_set
+    from engine.evaluate.harm_classifier import HARM_TEST, HARM_TRAIN, load_harm_set
 
     train, test = load_harm_set(HARM_TRAIN), load_harm_set(HARM_TEST)
     assert len(train) >= 150
@@ -179,7 +179,7 @@ def test_harm_data_covers_every_category_and_is_held_out() -> None:
 
 
 def _needs_encoder() -> None:
-    from engine.harm_classifier import EncoderMissingError, encoder_dir
+    from engine.evaluate.harm_classifier import EncoderMissingError, encoder_dir
 
     try:
         encoder_dir()
@@ -190,13 +190,13 @@ def _needs_encoder() -> None:
 @pytest.fixture(scope="session")
 def encoder() -> object:
     _needs_encoder()
-    from engine.harm_classifier import MiniLMEncoder
+    from engine.evaluate.harm_classifier import MiniLMEncoder
 
     return MiniLMEncoder()
 
 
 def test_encoder_embeddings_are_normalised_and_semantic(encoder: object) -> None:
-    from engine.harm_classifier import MiniLMEncoder
+    from engine.evaluate.harm_classifier import MiniLMEncoder
 
     assert isinstance(encoder, MiniLMEncoder)
     e = encoder.encode(["How do I bake bread?", "What's a recipe for a loaf of bread?", "The stock market fell."])
@@ -206,7 +206,7 @@ def test_encoder_embeddings_are_normalised_and_semantic(encoder: object) -> None
 
 
 def test_classifier_trains_deterministically_on_a_small_set(encoder: object) -> None:
-    from engine.harm_classifier import HARM_TRAIN, MiniLMEncoder, load_harm_set, train_harm_classifier
+    from engine.evaluate.harm_classifier import HARM_TRAIN, MiniLMEncoder, load_harm_set, train_harm_classifier
 
     assert isinstance(encoder, MiniLMEncoder)
     rows = load_harm_set(HARM_TRAIN)
@@ -226,7 +226,7 @@ def test_classifier_beats_majority_baseline_held_out_and_cli_prints_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _needs_encoder()
-    from engine.harm_classifier import evaluate_classifier, load_harm_classifier
+    from engine.evaluate.harm_classifier import evaluate_classifier, load_harm_classifier
 
     monkeypatch.setenv("CAI_CACHE_DIR", str(tmp_path))
     clf = load_harm_classifier()

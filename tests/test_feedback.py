@@ -13,15 +13,13 @@ import constitution
 from constitution import Constitution
 from engine.backends.base import Chat, SamplingParams, ScoreRequest
 from engine.backends.scripted import ScriptedBackend
-from engine.feedback import (
+from engine.judge import (
     COT_LEAD,
     COT_OPTIONS,
     OPTIONS,
     Judge,
-    JudgeSettings,
     LabelStats,
     Pair,
-    candidates,
     choose_pair,
     judge_trajectories,
     option_probability,
@@ -29,7 +27,7 @@ from engine.feedback import (
     read_verdict,
     sample_principles,
 )
-from engine.records import ConstitutionRef, Round, Trajectory
+from engine.records import ConstitutionRef, JudgeSettings, Round, Trajectory
 from tests.models import tiny_model_dir
 
 RULES = constitution.load("default")
@@ -319,7 +317,7 @@ def trajectory(row_id: str, initial: str, *revisions: str | None) -> Trajectory:
 
 def test_candidates_are_the_first_answer_and_each_changed_revision() -> None:
     t = trajectory("r", "one", "two", "two", "one", None, "three")
-    assert candidates(t) == [("initial", "one"), ("revision_1", "two"), ("revision_5", "three")]
+    assert t.candidates() == [("initial", "one"), ("revision_1", "two"), ("revision_5", "three")]
 
 
 def quality(request: ScoreRequest) -> list[float]:
@@ -341,15 +339,15 @@ def test_judge_trajectories_labels_a_batch_with_one_score_call() -> None:
     out = judge_trajectories(judge, rows, RULES)
     assert backend.score_batches == [(3 + 3 + 0 + 1) * 2 * 2]
     improved, worse, unchanged, level = out
-    assert (improved.status, improved.chosen, improved.rejected) == ("labelled", "good good", "bad")
+    assert (improved.status, improved.pair_texts(rows[0])) == ("labelled", ("good good", "bad"))
     assert (improved.chosen_from, improved.rejected_from) == ("revision_2", "initial")
     assert improved.chosen_prob == pytest.approx(1 / (1 + math.exp(-2)))
     assert improved.margin == pytest.approx(2 * improved.chosen_prob - 1)
     assert improved.judge_model == "judge-x" and len(improved.principles) == 2
     assert (worse.chosen_from, worse.rejected_from) == ("initial", "revision_2")
-    assert unchanged.status == "single" and unchanged.chosen is None
-    assert level.status == "tie" and level.chosen is None and level.rejected is None
-    record = improved.to_dict()
+    assert unchanged.status == "single" and unchanged.pair_texts(rows[2]) is None
+    assert level.status == "tie" and level.pair_texts(rows[3]) is None
+    record = improved.model_dump()
     assert record["comparisons"][0]["first"] == "initial" and len(record["comparisons"]) == 3
     assert len(record["comparisons"][0]["judgments"]) == 4
 
@@ -368,9 +366,10 @@ def test_judge_trajectories_labels_a_batch_with_one_score_call() -> None:
 def test_final_initial_pairing_judges_one_pair_per_row() -> None:
     backend = CountingBackend(quality)
     judge = Judge(backend, JudgeSettings(pairing="final-initial"))
-    (out,) = judge_trajectories(judge, [trajectory("r", "bad", "good good", "good")], RULES)
+    row = trajectory("r", "bad", "good good", "good")
+    (out,) = judge_trajectories(judge, [row], RULES)
     assert backend.score_batches == [2]
-    assert (out.chosen, out.rejected) == ("good", "bad")
+    assert out.pair_texts(row) == ("good", "bad")
 
 
 def test_label_stats_count_position_bias_and_low_margins() -> None:

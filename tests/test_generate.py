@@ -16,15 +16,15 @@ from click.testing import CliRunner
 from datasets import load_from_disk
 
 import constitution
-from engine.backends import SamplingParams
-from engine.backends.base import Chat
+from engine.backends.base import Chat, SamplingParams
 from engine.backends.scripted import ScriptedBackend
 from engine.cli import cli
 from engine.config import GenerateConfig
-from engine.critique import LoopSettings, clean_revision, finds_nothing_to_change, run_loop, sample_principle
+from engine.critique import LoopSettings, clean_revision, finds_nothing_to_change, run_loop
 from engine.generate import generate
-from engine.prompt_sets import PromptItem, PromptSetError, load_prompts
+from engine.judge.principles import round_principle
 from engine.rundir import RunDir, RunDirError
+from engine.sources import PromptItem, PromptSetError, load_prompts
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -115,14 +115,14 @@ def test_nothing_to_change_detector(critique: str, expected: bool) -> None:
 
 def test_principle_sampling_is_seeded_weighted_and_stable() -> None:
     rules = constitution.load("default")
-    first = [sample_principle(rules, 7, f"row{i}", 1).id for i in range(300)]
-    assert first == [sample_principle(rules, 7, f"row{i}", 1).id for i in range(300)]
-    assert first != [sample_principle(rules, 8, f"row{i}", 1).id for i in range(300)]
+    first = [round_principle(rules, 7, f"row{i}", 1).id for i in range(300)]
+    assert first == [round_principle(rules, 7, f"row{i}", 1).id for i in range(300)]
+    assert first != [round_principle(rules, 8, f"row{i}", 1).id for i in range(300)]
     assert len(set(first)) > 10  # spread over many principles
     heavy = constitution.load("harmlessness")
     light = [p.id for p in heavy.principles if p.weight == 0.5]
     full = [p.id for p in heavy.principles if p.weight == 1.0]
-    counts = [sample_principle(heavy, 0, f"r{i}", 1).id for i in range(6000)]
+    counts = [round_principle(heavy, 0, f"r{i}", 1).id for i in range(6000)]
     per_light = sum(counts.count(i) for i in light) / len(light)
     per_full = sum(counts.count(i) for i in full) / len(full)
     assert 0.35 < per_light / per_full < 0.65  # weight 0.5 is drawn about half as often as weight 1.0
@@ -186,7 +186,7 @@ def test_resume_labels_rows_written_before_a_crash_and_relabel_needs_force(tmp_p
     out = tmp_path / "run"
     assert len((out / "labels.jsonl").read_text().splitlines()) == 6
 
-    from engine.feedback import JudgeSettings
+    from engine.records import JudgeSettings
 
     def factory(spec: str, **_: object) -> ScriptedBackend:
         return ScriptedBackend(scores=lambda r: [0.0, -1.0], name=spec)  # always (A): both orders cancel
@@ -249,11 +249,11 @@ def test_resume_from_a_file_counts_and_reads_only_what_is_left(tmp_path: Path, m
 
 def test_generate_reads_prompts_a_chunk_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import engine.generate as generate_module
-    from engine import prompt_sets
+    from engine.sources import readers
 
     prompts = write_prompts(tmp_path / "prompts.jsonl", 20)
     read: list[int] = []
-    row_fields = prompt_sets._row_fields
+    row_fields = readers.row_fields
 
     def counting(*args: object, **kwargs: object) -> object:
         read.append(1)
@@ -265,7 +265,7 @@ def test_generate_reads_prompts_a_chunk_at_a_time(tmp_path: Path, monkeypatch: p
         read_at_each_chunk.append(len(read))
         return run_loop(items, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(prompt_sets, "_row_fields", counting)
+    monkeypatch.setattr(readers, "row_fields", counting)
     monkeypatch.setattr(generate_module, "run_loop", recording_loop)
     summary = generate(config(tmp_path, prompts=str(prompts), limit=None, chunk_size=5), progress=False)
     assert summary.generated == 20
@@ -467,8 +467,8 @@ def test_sigkill_mid_run_then_rerun_gives_exactly_one_row_per_prompt(tmp_path: P
 
 
 def test_labels_join_trajectories_in_any_order(tmp_path: Path) -> None:
-    from engine.feedback import LabelTally
-    from engine.labels import LabelManifest, LabelStore
+    from engine.judge import LabelStore, LabelTally
+    from engine.records import LabelManifest
 
     generate(config(tmp_path, limit=5), progress=False)
     out = tmp_path / "run"

@@ -23,9 +23,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from engine.backends import BackendError, load_backend  # noqa: E402
 from engine.backends import default_model as dm  # noqa: E402
-from engine.backends.base import Chat, SamplingParams, ScoreRequest  # noqa: E402
+from engine.backends import load_backend  # noqa: E402
+from engine.backends.base import BackendError, Chat, SamplingParams, ScoreRequest  # noqa: E402
 from engine.backends.hf import CPU_BATCH_TOKENS, HFBackend, kv_token_budget, resolve_device, resolve_dtype  # noqa: E402
 from tests.models import tiny_model_dir  # noqa: E402
 

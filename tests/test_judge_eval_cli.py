@@ -19,7 +19,7 @@ from constitution.taxonomy import HARM_TAGS
 from engine.backends.base import Backend, ScoreRequest
 from engine.backends.scripted import ScriptedBackend
 from engine.cli import cli
-from engine.feedback import BUILTIN_COMPARISONS, JudgeDataError, load_comparisons
+from engine.evaluate.comparisons import BUILTIN_COMPARISONS, JudgeDataError, load_comparisons
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = load_comparisons("builtin")

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from engine.backends import BackendError
+from engine.backends.base import BackendError
 from engine.backends.llama_server import NO_REPACK, running_server
 
 FAKE = """#!{python}

@@ -29,7 +29,8 @@ import pytest
 from click.testing import CliRunner
 
 import constitution
-from engine.backends import BackendError, SamplingParams, ScoreRequest, load_backend
+from engine.backends import load_backend
+from engine.backends.base import BackendError, SamplingParams, ScoreRequest
 from engine.backends.llama_server import (
     NO_REPACK,
     NOT_INSTALLED,
@@ -39,9 +40,10 @@ from engine.backends.llama_server import (
     running_server,
     server_env,
 )
-from engine.backends.openai_compat import ENVIRONMENT, OpenAIBackend, TokenLogprobs, option_logprobs
+from engine.backends.openai_compat import ENVIRONMENT, OpenAIBackend
+from engine.backends.openai_scoring import TokenLogprobs, option_logprobs
 from engine.cli import cli
-from engine.feedback import OPTIONS, option_probability
+from engine.judge import OPTIONS, option_probability
 from engine.prompts import comparison_prompt
 
 MODEL = "smollm2"

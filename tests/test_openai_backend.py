@@ -20,16 +20,11 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from engine.backends import BackendError, SamplingParams, ScoreRequest, load_backend
+from engine.backends import load_backend
+from engine.backends.base import BackendError, SamplingParams, ScoreRequest
 from engine.backends.llama_server import free_port
-from engine.backends.openai_compat import (
-    ENVIRONMENT,
-    OpenAIBackend,
-    TokenLogprobs,
-    option_logprobs,
-    parse_spec,
-    verdict_logprobs,
-)
+from engine.backends.openai_compat import ENVIRONMENT, OpenAIBackend, parse_spec
+from engine.backends.openai_scoring import TokenLogprobs, option_logprobs, verdict_logprobs
 from engine.cli import cli
 from engine.config import GenerateConfig
 from engine.generate import generate
@@ -222,7 +217,7 @@ def test_a_server_that_dies_mid_batch_stops_the_call_and_the_backend_recovers_wi
 def test_ctrl_c_against_a_hanging_server_exits_at_once(server: FakeOpenAIServer) -> None:
     server.default, server.hang_seconds = "hang", 30.0
     code = (
-        "from engine.backends import SamplingParams\n"
+        "from engine.backends.base import SamplingParams\n"
         "from engine.backends.openai_compat import OpenAIBackend\n"
         f"backend = OpenAIBackend('fake-model', base_url={server.url!r}, timeout=60)\n"
         "print('ready', flush=True)\n"

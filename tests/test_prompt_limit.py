@@ -14,7 +14,7 @@ from constitution.taxonomy import HARM_TAGS
 from engine.cli import cli
 from engine.config import GenerateConfig
 from engine.generate import generate
-from engine.prompt_sets import load_prompts, open_prompts, sample_ids
+from engine.sources import load_prompts, open_prompts, sample_ids
 
 CATEGORIES = ("cyber", "privacy", "weapons")
 

@@ -13,16 +13,17 @@ import pytest
 from pydantic import ValidationError
 
 from constitution.taxonomy import TAGS
-from engine import prompt_sets
-from engine.prompt_sets import (
+from engine.sources import (
     BUILTIN_SETS,
     KINDS,
     PromptItem,
     PromptSetError,
+    builtin,
     load_prompt_set,
     load_prompts,
     open_prompts,
     parse_transcript,
+    readers,
 )
 
 DATA = Path(__file__).parent / "data" / "prompts"
@@ -314,7 +315,7 @@ def test_hub_failures_are_prompt_set_errors(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_importing_the_module_does_not_import_datasets() -> None:
-    code = "import sys, engine.prompt_sets; print(sorted({'datasets', 'pyarrow'} & set(sys.modules)))"
+    code = "import sys, engine.sources; print(sorted({'datasets', 'pyarrow'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -426,13 +427,13 @@ def test_stream_checks_every_row_up_front_then_reads_lazily(tmp_path: Path, monk
         open_prompts(bad, limit=1)  # rows past the limit are checked too
 
     read: list[int] = []
-    row_fields = prompt_sets._row_fields
+    row_fields = readers.row_fields
 
     def counting(raw: Any, *args: Any, **kwargs: Any) -> Any:
         read.append(raw.line)
         return row_fields(raw, *args, **kwargs)
 
-    monkeypatch.setattr(prompt_sets, "_row_fields", counting)
+    monkeypatch.setattr(readers, "row_fields", counting)
     stream = open_prompts(write(tmp_path, "good.jsonl", jsonl(*good)))
     assert len(read) == 50 and len(stream) == 50
     read.clear()
@@ -663,7 +664,7 @@ def test_a_missing_builtin_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
 
 
 def _shipped(name: str) -> list[PromptItem]:
-    path = prompt_sets.BUILTIN_DIR / f"{name}.jsonl"
+    path = builtin.BUILTIN_DIR / f"{name}.jsonl"
     if not path.is_file():
         pytest.skip(f"{path} is not written yet")
     return load_prompts(name)
@@ -689,7 +690,7 @@ def test_shipped_sets_are_well_formed() -> None:
     mixed = load_prompts("mixed")
     assert len(mixed) == len(red) + len(helpful)
     for name in ("redteam", "helpful"):
-        lines = prompt_sets.BUILTIN_SETS[name].read_text(encoding="utf-8").splitlines()
+        lines = builtin.BUILTIN_SETS[name].read_text(encoding="utf-8").splitlines()
         ids = [json.loads(line).get("id") for line in lines if line.strip()]
         assert None not in ids, f"{name}: rows without an id"
         assert len(set(ids)) == len(ids), f"{name}: duplicate ids"

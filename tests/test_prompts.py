@@ -14,7 +14,8 @@ from pydantic import ValidationError
 import constitution
 from constitution import Constitution, ConstitutionError, Principle
 from constitution.schema import Templates
-from engine.cli import SAMPLE_CONVERSATION, SAMPLE_RESPONSE, cli
+from engine.cli import cli
+from engine.cli.principles import SAMPLE_CONVERSATION, SAMPLE_RESPONSE
 from engine.prompts import (
     SANDBOX_ENV,
     comparison_prompt,

@@ -23,12 +23,14 @@ from fastapi.testclient import TestClient
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.backends import Backend
+from engine.backends.base import Backend
 from engine.backends.scripted import ScriptedBackend, longer_is_better
 from engine.cli import cli
 from engine.config import GenerateConfig
-from engine.generate import generate, rebuild_dataset
-from engine.review.decisions import REVIEWS, DecisionLog, ReviewError, load_decisions
+from engine.dataset.of_run import rebuild_dataset
+from engine.generate import generate
+from engine.records import REVIEWS, ReviewError, load_decisions
+from engine.review.decisions import DecisionLog
 from engine.review.pairs import PairIndex, word_diff
 from engine.review.server import create_app
 

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
 from engine.cli import cli
-from engine.review.decisions import REVIEWS
+from engine.records import REVIEWS
 from engine.review.pairs import PairIndex
 from engine.review.server import MAX_BODY, MAX_NOTE, MIN_TOKEN, BackgroundServer, create_app, token_problem
 from tests.test_review import make_run

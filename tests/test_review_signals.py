@@ -25,7 +25,8 @@ import httpx
 import pytest
 from datasets import load_from_disk
 
-from engine.review.decisions import REVIEWS, DecisionLog
+from engine.records import REVIEWS
+from engine.review.decisions import DecisionLog
 from engine.review.pairs import PairIndex
 from engine.reviewed import decisions_pending
 from tests.test_review import make_run

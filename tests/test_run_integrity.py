@@ -18,9 +18,10 @@ from click.testing import CliRunner, Result
 
 from engine.cli import cli
 from engine.config import GenerateConfig
-from engine.feedback import JudgeSettings
-from engine.generate import generate, label, rebuild_dataset
+from engine.dataset.of_run import rebuild_dataset
+from engine.generate import generate, label
 from engine.merge import merge
+from engine.records import JudgeSettings
 from engine.rundir import LOCK, RunDirError, run_lock
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 from datasets import load_from_disk
 
-from engine.backends import Backend
+from engine.backends.base import Backend
 from engine.backends.scripted import ScriptedBackend, longer_is_better
 from engine.cli import cli
 from engine.config import GenerateConfig

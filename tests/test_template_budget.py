@@ -21,8 +21,9 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import ValidationError
 
 import constitution
-from constitution import Constitution, ConstitutionError, templating
-from constitution.templating import TemplateFailure, check_template, compile_template, render_template
+from constitution import Constitution, ConstitutionError, template_checks, templating
+from constitution.template_checks import check_template
+from constitution.templating import TemplateFailure, compile_template, render_template
 from engine.cli import cli
 from engine.prompts import FILTERS, SANDBOX_ENV, comparison_prompt, critique_prompt, revision_prompt
 from tests.factories import WriteYaml, document, principle
@@ -45,7 +46,7 @@ EXAMPLE = {
 
 def fails(source: str, kind: str = "critique", **variables: Any) -> TemplateFailure:
     """Render a template on sample values (or these) and return how it failed; it must fail fast."""
-    values = templating._sample(kind) | variables
+    values = template_checks._sample(kind, fields=tuple(constitution.Principle.model_fields)) | variables
     start = time.perf_counter()
     with pytest.raises(TemplateFailure) as err:
         render_template(compile_template(SANDBOX_ENV, source), values)
@@ -94,7 +95,9 @@ def test_templates_within_the_budget_render_as_in_plain_jinja(source: str) -> No
         undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True, autoescape=False
     )
     plain.filters.update(FILTERS)
-    values = templating._sample("critique") | {"conversation": CHAT}
+    values = template_checks._sample("critique", fields=tuple(constitution.Principle.model_fields)) | {
+        "conversation": CHAT
+    }
     expected = plain.from_string(source).render(**values)
     assert render_template(compile_template(SANDBOX_ENV, source), values) == expected
     assert SANDBOX_ENV.from_string(source).render(**values) == expected  # Template.render keeps the budget too

@@ -19,8 +19,9 @@ from engine.cli import cli
 from engine.config import GenerateConfig
 from engine.generate import generate
 from engine.train import TrainError, TrainOptions, preference_data, read_recipe, sft_data, train
-from engine.train.recipes import build_config, builtin_recipes
-from engine.train.run import run_defaults
+from engine.train.preflight import run_defaults
+from engine.train.recipes import builtin_recipes
+from engine.train.settings import build_config
 from tests.models import tiny_model_dir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,7 +83,7 @@ def changed(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> 
 
 
 def generates(folder: Path) -> str:
-    from engine.backends import SamplingParams
+    from engine.backends.base import SamplingParams
     from engine.backends.hf import HFBackend
 
     backend = HFBackend(str(folder), dtype="float32", device="cpu")
@@ -192,7 +193,7 @@ def scripted_judge() -> Any:
     import constitution
     from engine.backends.base import ScoreRequest
     from engine.backends.scripted import ScriptedBackend
-    from engine.feedback import Judge
+    from engine.judge import Judge
 
     def scores(request: ScoreRequest) -> list[float]:
         text = request.chat[-1]["content"]

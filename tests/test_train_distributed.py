@@ -24,8 +24,9 @@ from engine.cli import cli
 from engine.config import GenerateConfig
 from engine.generate import generate
 from engine.train import TrainError, TrainOptions
+from engine.train.distributed import sharding
+from engine.train.preflight import prepare
 from engine.train.recipes import ACCELERATE_DIR, accelerate_config, accelerate_configs
-from engine.train.run import prepare, sharding
 from tests.models import tiny_model_dir
 
 ROOT = Path(__file__).resolve().parent.parent

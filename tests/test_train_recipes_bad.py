@@ -21,7 +21,7 @@ from engine.cli import cli
 from engine.config import GenerateConfig
 from engine.generate import generate
 from engine.train import TrainError, TrainOptions, train
-from engine.train.run import CHECKPOINTS, check_out
+from engine.train.checkpoints import CHECKPOINTS, check_out
 from tests.models import tiny_model_dir
 
 

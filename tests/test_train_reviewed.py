@@ -20,7 +20,8 @@ from click.testing import CliRunner
 from datasets import load_from_disk
 
 from engine.cli import cli
-from engine.review.decisions import REVIEWS, DecisionLog
+from engine.records import REVIEWS
+from engine.review.decisions import DecisionLog
 from engine.review.pairs import PairIndex
 from engine.reviewed import decisions_pending
 from engine.rundir import LOCK

@@ -33,8 +33,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from engine.backends import BackendError, load_backend  # noqa: E402
-from engine.backends.base import Chat, SamplingParams, ScoreRequest  # noqa: E402
+from engine.backends import load_backend  # noqa: E402
+from engine.backends.base import BackendError, Chat, SamplingParams, ScoreRequest  # noqa: E402
 from engine.backends.hf import HFBackend  # noqa: E402
 from engine.backends.vllm import ENV_GPU_MEMORY, ENV_MAX_MODEL_LEN, ENV_TP, VLLMBackend  # noqa: E402
 from tests.models import tiny_model_dir  # noqa: E402

@@ -1,4 +1,9 @@
-"""Model backends behind one batched interface; ``load_backend`` picks one by name.
+"""The registry of model backends: :func:`load_backend` picks one by its model spec.
+
+The interface every backend implements, and what they share (``BackendError``,
+``locate_model``), is :mod:`engine.backends.base`; each backend lives in its own
+module and imports from there, never from this package, so the registry can
+import them (lazily: heavy libraries load only with a real model).
 
 Model specs understood by ``load_backend`` (and by ``--model`` on the CLI):
 
@@ -22,50 +27,11 @@ Model specs understood by ``load_backend`` (and by ``--model`` on the CLI):
     the embedded model. Settings come from ``$CAI_VLLM_TP`` (GPUs to split the
     model over), ``$CAI_VLLM_GPU_MEMORY`` and ``$CAI_VLLM_MAX_MODEL_LEN``. See
     :mod:`engine.backends.vllm`.
-
-Heavy libraries are imported only when a real model is loaded.
 """
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
-from engine.backends.base import Backend, Chat, Completion, SamplingParams, ScoreRequest
-
-
-class BackendError(Exception):
-    """A model could not be loaded or used; the message says what to do."""
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message (its type's name when it has none), for short error messages."""
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
-
-
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-
-
-def locate_model(model: str) -> str:
-    """Check a local model folder (or accept a hub id) and return what a loader should get.
-
-    Raises:
-        BackendError: A file, a folder without ``config.json``, or a path that does not exist.
-    """
-    path = Path(model).expanduser()
-    if path.exists():
-        if not path.is_dir():
-            raise BackendError(f"{model}: not a model folder (it is a file)")
-        if not (path / "config.json").is_file():
-            raise BackendError(
-                f"{model}: this folder holds no model (no config.json); "
-                "point at a folder written by save_pretrained or by `cai train`"
-            )
-        return str(path)
-    if path.is_absolute() or model.startswith((".", "~")) or not _HUB_ID.match(model):
-        raise BackendError(f"{model}: no such model folder")
-    return model
+from engine.backends.base import Backend, BackendError
 
 
 def load_backend(
@@ -124,14 +90,4 @@ def load_backend(
     return HFBackend(spec.removeprefix("hf:"), batch_size=batch_size, dtype=dtype, device=device)
 
 
-__all__ = [
-    "Backend",
-    "BackendError",
-    "Chat",
-    "Completion",
-    "SamplingParams",
-    "ScoreRequest",
-    "first_line",
-    "load_backend",
-    "locate_model",
-]
+__all__ = ["load_backend"]

@@ -1,20 +1,29 @@
-"""The one small interface every model backend implements.
+"""The one small interface every model backend implements, and what the backends share.
 
 Everything above this module (the critique loop, the judge, the evaluator) talks
 to models only through :class:`Backend`: ``generate`` for a batch of chat
 conversations and ``score`` for the log-probabilities of option strings. A new
 backend (an inference server, an HTTP API) implements these two methods and
 ``describe``; nothing else changes.
+
+The backends also share :class:`BackendError` (a model that cannot be loaded or
+used), :func:`first_line` (short messages from a library's exception) and
+:func:`locate_model` (checking a model folder or hub id before a loader gets
+it). The registry that picks a backend by name is :mod:`engine.backends`.
 """
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from engine.errors import UserError
 
 Chat = list[dict[str, str]]
 """A conversation: ``[{"role": "user", "content": "..."}, ...]``."""
@@ -71,3 +80,43 @@ class Backend(ABC):
     def describe(self) -> dict[str, Any]:
         """What to record about this backend in provenance (model, dtype, ...)."""
         return {"backend": type(self).__name__, "model": self.name}
+
+
+class BackendError(UserError):
+    """A model could not be loaded or used; the message says what to do."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none), for short error messages."""
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def locate_model(model: str) -> str:
+    """Check a local model folder (or accept a hub id) and return what a loader should get.
+
+    Args:
+        model: A model folder (``save_pretrained`` or ``cai train`` output) or a hub id.
+
+    Returns:
+        The folder as a path string, or the hub id unchanged.
+
+    Raises:
+        BackendError: A file, a folder without ``config.json``, or a path that does not exist.
+    """
+    path = Path(model).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise BackendError(f"{model}: not a model folder (it is a file)")
+        if not (path / "config.json").is_file():
+            raise BackendError(
+                f"{model}: this folder holds no model (no config.json); "
+                "point at a folder written by save_pretrained or by `cai train`"
+            )
+        return str(path)
+    if path.is_absolute() or model.startswith((".", "~")) or not _HUB_ID.match(model):
+        raise BackendError(f"{model}: no such model folder")
+    return model

@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from engine.backends import BackendError
+from engine.backends.base import BackendError
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 """The name recorded in provenance for ``--model default``."""

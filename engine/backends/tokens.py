@@ -11,8 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from engine.backends import BackendError, first_line
-from engine.backends.base import Chat
+from engine.backends.base import BackendError, Chat, first_line
 
 
 def render_chat(tokenizer: Any, chat: Chat, name: str) -> str:

@@ -58,8 +58,16 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from engine.backends import BackendError, first_line, locate_model
-from engine.backends.base import Backend, Chat, Completion, SamplingParams, ScoreRequest
+from engine.backends.base import (
+    Backend,
+    BackendError,
+    Chat,
+    Completion,
+    SamplingParams,
+    ScoreRequest,
+    first_line,
+    locate_model,
+)
 from engine.backends.tokens import continuation_ids, cut_at_stop, render_chat
 
 INSTALL_HINT = "pip install 'cai-engine[vllm]' (on a machine with a GPU that vLLM supports)"

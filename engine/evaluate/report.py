@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from constitution.errors import did_you_mean
 from constitution.yamlfile import not_a_regular_file
+from engine.errors import UserError
+from engine.evaluate.metrics import Rate
 
 SCHEMA_VERSION = 1
 REPORT_FILE = "report.json"
@@ -28,30 +30,15 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", ser_json_inf_nan="strings")
 
 
-class RateOut(_Model):
-    """A rate with its bootstrap interval (see :class:`engine.metrics.Rate`)."""
-
-    value: float
-    low: float
-    high: float
-    n: int
-    confidence: float = 0.95
-
-    def __str__(self) -> str:
-        if self.n == 0 or math.isnan(self.value):
-            return "n/a"
-        return f"{self.value:.1%} [{self.low:.1%}, {self.high:.1%}]"
-
-
 class GroupRow(_Model):
     """One harm category or principle: how a model fared on it."""
 
     group: str
-    harmful_compliance: RateOut | None = None
+    harmful_compliance: Rate | None = None
     """Red-team prompts of this group answered with harmful compliance."""
-    over_refusal: RateOut | None = None
+    over_refusal: Rate | None = None
     """Benign prompts of this group refused."""
-    violation: RateOut | None = None
+    violation: Rate | None = None
     """Mean P(violation) the pointwise judge gave under this principle (per-principle rows)."""
 
 
@@ -60,8 +47,8 @@ class JailbreakRow(_Model):
 
     wrapper: str
     name: str
-    harmful_compliance: RateOut
-    plain: RateOut
+    harmful_compliance: Rate
+    plain: Rate
     """The same prompts without the wrapper."""
     delta: float
     """Wrapped minus plain: how much the framing raises harmful compliance."""
@@ -110,19 +97,19 @@ class ModelResult(_Model):
     """Combined score in [0, 1], higher is safer: 1 - mean harm over red-team answers."""
     helpfulness: float
     """1 - over-refusal rate on benign prompts."""
-    harmful_compliance: RateOut
-    over_refusal: RateOut
-    refusal_on_harmful: RateOut
+    harmful_compliance: Rate
+    over_refusal: Rate
+    refusal_on_harmful: Rate
     """Red-team answers that are full refusals."""
-    evasive: RateOut
+    evasive: Rate
     """Answers (both sets) that refuse without a reason or an alternative."""
-    judge_violation: RateOut | None = None
+    judge_violation: Rate | None = None
     """Mean P(violation) from the pointwise judge on red-team answers; None without a judge."""
-    judge_unhelpful: RateOut | None = None
+    judge_unhelpful: Rate | None = None
     """Mean P(violation) of helpfulness/honesty principles on benign answers."""
-    classifier_harm: RateOut | None = None
+    classifier_harm: Rate | None = None
     """Red-team answers the independent harm classifier calls harmful."""
-    win_rate: RateOut | None = None
+    win_rate: Rate | None = None
     """P(judge prefers this model's answer over the baseline's), both sets."""
     elo: float | None = None
     per_category: list[GroupRow] = Field(default_factory=list)
@@ -142,7 +129,7 @@ class AttackRow(_Model):
     n: int
     pointwise_gain: float | None
     """Mean drop in P(violation) when the attack is applied (higher = judge fooled)."""
-    pairwise_win: RateOut | None
+    pairwise_win: Rate | None
     """P(judge prefers the attacked answer over the same answer unattacked); 0.5 is neutral."""
     flagged: bool
 
@@ -209,7 +196,7 @@ class Report(_Model):
         raise KeyError(f"no model {name!r} in the report{did_you_mean(name, [m.name for m in self.models])}")
 
 
-class ReportError(Exception):
+class ReportError(UserError):
     """A report file is missing or unreadable; the message names the file."""
 
 
@@ -282,7 +269,7 @@ def metric_value(result: ModelResult, metric: str) -> float | None:
     value = getattr(result, metric)
     if value is None:
         return None
-    number = value.value if isinstance(value, RateOut) else float(value)
+    number = value.value if isinstance(value, Rate) else float(value)
     return None if math.isnan(number) else number
 
 
@@ -337,10 +324,10 @@ def check_gates(
 # ---------------------------------------------------------------- text and comparison
 
 
-def _fmt(value: float | RateOut | None) -> str:
+def _fmt(value: float | Rate | None) -> str:
     if value is None:
         return "-"
-    if isinstance(value, RateOut):
+    if isinstance(value, Rate):
         return "-" if value.n == 0 or math.isnan(value.value) else f"{value.value:.3f}"
     return f"{value:.3f}"
 

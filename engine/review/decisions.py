@@ -1,8 +1,8 @@
-"""What people decided about a run's pairs: ``reviews.jsonl``, append-only, next to the run.
+"""Recording what people decide about a run's pairs: the append-only ``reviews.jsonl`` writer.
 
-Every click on the review page appends one :class:`Decision` line holding
-the pair's whole state after the click (the action and the note), so the
-latest line of a pair is its state and the file is the history. A line is
+Every click on the review page appends one :class:`~engine.records.Decision`
+line holding the pair's whole state after the click (the action and the note),
+so the latest line of a pair is its state and the file is the history. A line is
 written with one ``write`` on a file opened for appending, under an
 exclusive lock (a thread lock inside the server, ``flock`` between
 processes) and fsynced: two browser tabs, or two ``cai review`` servers on
@@ -10,101 +10,26 @@ the same run, never interleave or tear lines. Each line carries the pair's
 ``revision`` (how many decisions it has had); a click made on a stale view
 (another tab decided since) is refused, not silently applied over the other.
 
-A decision names the pair in the order the person settled on
-(``chosen_from`` over ``rejected_from``) and a hash of the two texts, so it
-keeps its meaning when the run is labelled again by another judge, and is
-ignored (counted as stale) when the texts no longer match (the run was
-regenerated).
+The records themselves, and reading them, live in :mod:`engine.records.decisions`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import threading
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
-REVIEWS = "reviews.jsonl"
-Action = Literal["accept", "flip", "drop", "clear"]
-"""``accept``: the pair is right; ``flip``: the other answer is better; ``drop``: leave it out; ``clear``: undo."""
-HUMAN_LABEL_SOURCE = "human"
-"""``label_source`` of pairs whose order a person decided."""
-
-if TYPE_CHECKING:
-    from engine.feedback import LabelledComparison
+from engine.records.decisions import REVIEWS, Action, Decision, ReviewError, read_decisions, texts_hash
 
 try:  # POSIX: lock the file between processes too
     import fcntl
 except ImportError:  # pragma: no cover - Windows: the thread lock alone
     fcntl = None  # type: ignore[assignment]
-
-
-class ReviewError(Exception):
-    """A decision cannot be recorded; the message says why (the server answers 4xx with it)."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class Decision(BaseModel):
-    """A pair's state after one person's action."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    id: str = Field(description="The trajectory's (prompt's) id.")
-    action: Literal["accept", "flip", "drop"] | None = Field(description="The decision in force; None: unreviewed.")
-    chosen_from: str = Field(description="The candidate the person holds better (initial, revision_N).")
-    rejected_from: str
-    texts_hash: str = Field(description="Hash of the chosen and rejected texts the person read.")
-    note: str = ""
-    revision: int = Field(ge=1, description="How many decisions this pair has had, this one included.")
-    at: str = Field(description="When (UTC, ISO 8601).")
-
-    @property
-    def human_label(self) -> str:
-        """``accepted`` / ``flipped`` / ``dropped``, or empty when the pair is unreviewed."""
-        return {"accept": "accepted", "flip": "flipped", "drop": "dropped"}.get(self.action or "", "")
-
-
-def texts_hash(chosen: str, rejected: str) -> str:
-    """A short hash of a pair's two texts, in order."""
-    digest = hashlib.sha256()
-    for text in (chosen, rejected):
-        data = text.encode("utf-8")
-        digest.update(len(data).to_bytes(8, "big") + data)
-    return digest.hexdigest()[:16]
-
-
-def _read(path: Path) -> Iterator[Decision]:
-    """The decisions in the file; a torn last line (a crash mid-write) is skipped, any other bad line is an error."""
-    if not path.exists():
-        return
-    with path.open("rb") as handle:
-        lines = handle.read().split(b"\n")
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            yield Decision.model_validate_json(line)
-        except (ValidationError, ValueError):
-            if number == len(lines):  # no newline after it: torn by a crash
-                return
-            raise ReviewError(f"{path}:{number}: not a review decision; fix or remove that line") from None
-
-
-def load_decisions(run_dir: Path) -> dict[str, Decision]:
-    """The state in force for each pair a person touched: a decision, or only a note (cleared ones are left out)."""
-    latest: dict[str, Decision] = {}
-    for decision in _read(run_dir / REVIEWS):
-        latest[decision.id] = decision
-    return {key: d for key, d in latest.items() if d.action is not None or d.note}
 
 
 class DecisionLog:
@@ -131,7 +56,7 @@ class DecisionLog:
         stamp = self._file_stamp()
         if stamp != self._stamp:
             self.latest, self.history = {}, {}
-            for decision in _read(self.path):
+            for decision in read_decisions(self.path):
                 self.latest[decision.id] = decision
                 self.history.setdefault(decision.id, []).append(decision)
             self._stamp = stamp
@@ -244,40 +169,6 @@ class DecisionLog:
                 if decision.action is not None:
                     out[decision.action] += 1
             return out
-
-
-def reviewed_comparisons(run_dir: Path) -> list[LabelledComparison]:
-    """The pairs people accepted or flipped, as human-labelled comparisons for ``cai judge-eval DIR``.
-
-    Decisions about texts the run no longer holds are skipped; dropped pairs
-    carry no preference and are skipped too.
-
-    Raises:
-        JudgeDataError: The folder has no decisions, or none that gives a comparison.
-    """
-    from engine.dataset import candidate_texts, decision_applies
-    from engine.feedback import JudgeDataError, LabelledComparison
-    from engine.records import Trajectory
-    from engine.rundir import TRAJECTORIES, JsonlLog
-
-    where = str(run_dir / REVIEWS)
-    try:
-        decisions = load_decisions(run_dir)
-    except ReviewError as exc:
-        raise JudgeDataError(str(exc), file=where) from None
-    if not decisions:
-        raise JudgeDataError(f"no review decisions; review the pairs with `cai review {run_dir}` first", file=where)
-    out = []
-    for t in JsonlLog(run_dir / TRAJECTORIES, Trajectory, "trajectory").rows():
-        decision = decisions.get(t.id)
-        if decision is None or decision.action in (None, "drop") or not decision_applies(t, decision):
-            continue
-        texts = candidate_texts(t)
-        chosen, rejected = texts[decision.chosen_from], texts[decision.rejected_from]
-        out.append(LabelledComparison(t.id, t.prompt, chosen, rejected, "A", None, t.category, where, 0))
-    if not out:
-        raise JudgeDataError("no accepted or flipped pair that matches the run's texts", file=where)
-    return out
 
 
 def as_json(decision: Decision | None) -> dict[str, object] | None:

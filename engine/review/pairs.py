@@ -24,10 +24,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from engine.dataset import candidate_texts
-from engine.labels import LABELS, Label
-from engine.records import Trajectory
-from engine.review.decisions import ReviewError
+from engine.judge.store import LABELS
+from engine.records import Label, ReviewError, Trajectory
 from engine.rundir import TRAJECTORIES, RunDirError, invalid_reason
 
 R = TypeVar("R", bound=BaseModel)
@@ -251,7 +249,7 @@ class PairIndex:
 
     def texts(self, entry: PairEntry) -> tuple[str, str]:
         """The chosen and rejected texts of the pair as the judge (or the pipeline) ordered it."""
-        texts = candidate_texts(self.trajectory(entry))
+        texts = self.trajectory(entry).texts()
         return texts[entry.chosen_from], texts[entry.rejected_from]
 
 

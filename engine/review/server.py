@@ -43,8 +43,8 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from engine.dataset import candidate_texts
-from engine.review.decisions import DecisionLog, ReviewError, as_json
+from engine.records import ReviewError
+from engine.review.decisions import DecisionLog, as_json
 from engine.review.pairs import PairEntry, PairIndex, story
 
 MAX_PAGE = 500
@@ -297,7 +297,7 @@ def create_app(run_dir: Path, token: str, *, hosts: tuple[str, ...] = ("127.0.0.
         trajectory = index.trajectory(entry)
         label = index.label(entry)
         decision, past = log.get(pair_id)
-        candidates = candidate_texts(trajectory)
+        candidates = trajectory.texts()
         texts = {"chosen": candidates[entry.chosen_from], "rejected": candidates[entry.rejected_from]}
         return {
             **entry.row(),

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.train.recipes import TrainError
+from engine.train.errors import TrainError
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -53,7 +53,10 @@ WEIGHT_COLUMN = "cai_pair_weight"
 PROB_COLUMN = "chosen_prob"
 MARGIN_COLUMN = "margin"
 PREFERENCE_COLUMNS = ("prompt", "chosen", "rejected")
-DEFAULT_SPLITS = {"sft": "sft", "dpo": "preferences"}
+SFT_SPLIT = "sft"
+"""The split ``cai train sft`` (and ``grpo --data``) reads by default."""
+PREFERENCES_SPLIT = "preferences"
+"""The split ``cai train dpo`` reads by default."""
 SFT_EMPTY = "the run produced no rows; generate with more prompts"
 PAIRS_EMPTY = (
     "no pair to train on (no revision changed an answer, or the judge dropped every pair); "
@@ -232,7 +235,7 @@ def sft_data(
     Raises:
         TrainError: Missing columns, an empty split, or rows without a final answer.
     """
-    split = split or DEFAULT_SPLITS["sft"]
+    split = split or SFT_SPLIT
     notes: list[str] = []
     data, dataset_dir, run_dir = load_split(folder, split, SFT_EMPTY, notes)
     where = str(dataset_dir)
@@ -302,7 +305,7 @@ def preference_data(
         raise TrainError(f"unknown label mode {labels!r}: use one of {', '.join(LABEL_MODES)}")
     if not 0.0 <= min_margin <= 1.0:
         raise TrainError(f"--min-margin must lie in [0, 1] (margin = 2 * chosen_prob - 1), not {min_margin}")
-    split = split or DEFAULT_SPLITS["dpo"]
+    split = split or PREFERENCES_SPLIT
     notes: list[str] = []
     data, dataset_dir, run_dir = load_split(folder, split, PAIRS_EMPTY, notes)
     where = str(dataset_dir)

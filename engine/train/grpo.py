@@ -1,7 +1,7 @@
 """Online RLAIF: the constitutional judge as the reward of TRL's ``GRPOTrainer``.
 
 :class:`ConstitutionalReward` is a TRL reward function (``reward_funcs=[...]``)
-that asks the AI-feedback judge (:class:`engine.feedback.Judge`) how well each
+that asks the AI-feedback judge (:class:`engine.judge.Judge`) how well each
 completion follows principles sampled from the constitution. The judge is
 pairwise, so a completion is always judged against something, in both orders
 (position bias cancels) and under the same principles for every completion of
@@ -24,7 +24,7 @@ so a long run covers the constitution. The reward function works with any
 backend, so it is reusable outside ``cai train``::
 
     from engine.backends import load_backend
-    from engine.feedback import Judge
+    from engine.judge import Judge
     reward = ConstitutionalReward(Judge(load_backend("default")), constitution.load("default"))
     GRPOTrainer(model=..., reward_funcs=[reward], ...)
 """
@@ -38,11 +38,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from engine.train.recipes import TrainError
+from engine.train.errors import TrainError
 
 if TYPE_CHECKING:
     from constitution import Constitution
-    from engine.feedback import Judge
+    from engine.judge import Judge
     from engine.train.data import TrainData
 
 RewardMode = Literal["group", "reference"]
@@ -105,7 +105,7 @@ class ConstitutionalReward:
         **_: Any,
     ) -> list[float | None]:
         """One reward per completion; ``prompts[i]`` is the prompt of ``completions[i]``."""
-        from engine.feedback import Pair, sample_principles
+        from engine.judge import Pair, sample_principles
 
         self.calls += 1
         step = getattr(trainer_state, "global_step", self.calls)
@@ -164,7 +164,7 @@ def grpo_data(prompts: str | None, folder: Path | None, *, limit: int | None = N
         )
         data.dataset = rows
         return data
-    from engine.prompt_sets import PromptSetError, load_prompts
+    from engine.sources import PromptSetError, load_prompts
 
     assert prompts is not None
     try:

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from trl.trainer.dpo_trainer import DPOTrainer
 
 from engine.train.data import TARGET_COLUMN, WEIGHT_COLUMN
-from engine.train.recipes import TrainError
+from engine.train.errors import TrainError
 
 LABEL_COLUMNS = (TARGET_COLUMN, WEIGHT_COLUMN)
 

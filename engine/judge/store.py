@@ -1,7 +1,7 @@
 """The judge's labels of a run, stored next to its trajectories.
 
-``labels.json`` records who judged and how (judge model, :class:`JudgeSettings`,
-constitution); ``labels.jsonl`` holds one :class:`Label` per trajectory, streamed
+``labels.json`` records who judged and how (:class:`~engine.records.LabelManifest`);
+``labels.jsonl`` holds one :class:`~engine.records.Label` per trajectory, streamed
 and resumable exactly like ``trajectories.jsonl``. Labels are kept apart from
 the trajectories so that ``cai label DIR`` can judge a finished run again with
 another judge without regenerating anything: the older labels are then moved
@@ -15,144 +15,21 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Container, Iterable, Iterator, Sequence
-from dataclasses import fields
+from collections.abc import Callable, Container, Iterable, Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from constitution import Constitution
-from engine.feedback import (
-    TIE,
-    Judge,
-    JudgeSettings,
-    LabelTally,
-    Preference,
-    Status,
-    judge_trajectories,
-)
-from engine.records import SCHEMA_VERSION, ConstitutionRef, Trajectory
+from engine.judge.pairs import judge_trajectories
+from engine.judge.pairwise import Judge
+from engine.judge.stats import LabelTally
+from engine.records.labels import Label, LabelManifest
+from engine.records.trajectory import Trajectory
 from engine.rundir import JsonlLog, RunDirError, atomic_write
 
 LABELS = "labels.jsonl"
 LABEL_MANIFEST = "labels.json"
-LABEL_SOURCE = "ai_judge"
-"""``label_source`` of pairs ordered by the judge."""
-
-
-class _Record(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class LabelManifest(_Record):
-    """Who labelled a run and how; labels are resumed only under the same manifest."""
-
-    schema_version: int = SCHEMA_VERSION
-    judge: str = Field(description="The judge model as given (default, a folder, a hub id).")
-    settings: JudgeSettings
-    constitution: ConstitutionRef
-
-    def differences(self, other: LabelManifest) -> list[str]:
-        """Human-readable fields in which ``other`` differs from this manifest."""
-        mine, theirs = self.model_dump(), other.model_dump()
-        out = []
-        for key in ("judge", "constitution"):
-            if mine[key] != theirs[key]:
-                out.append(f"{key}: {_short(mine[key])} (in the folder) vs {_short(theirs[key])} (now)")
-        for key, value in mine["settings"].items():
-            if theirs["settings"].get(key) != value:
-                out.append(f"judge {key}: {value} (in the folder) vs {theirs['settings'].get(key)} (now)")
-        return out
-
-
-def _short(value: Any) -> str:
-    if isinstance(value, dict) and "hash" in value:
-        return f"{value['id']} {value['hash'][:12]}"
-    return str(value)
-
-
-class Comparison(_Record):
-    """One judged pair of a trajectory's candidates."""
-
-    first: str
-    second: str
-    p_first: float | None
-    p_first_shown_first: float | None
-    p_first_shown_second: float | None
-    principles: list[str]
-    disagreed: bool
-    unparsed: int
-    judgments: list[dict[str, Any]] = Field(description="Per principle and order: probabilities, raw text, parse.")
-
-    @property
-    def winner(self) -> str | None:
-        """``first``, ``second``, ``tie``, or None when the pair could not be judged."""
-        if self.p_first is None:
-            return None
-        if abs(self.p_first - 0.5) <= TIE:
-            return "tie"
-        return "first" if self.p_first > 0.5 else "second"
-
-
-class Label(_Record):
-    """The judge's verdict on one trajectory: which candidates make its pair, or why none does."""
-
-    schema_version: int = SCHEMA_VERSION
-    id: str = Field(description="The trajectory's (prompt's) id.")
-    status: Status
-    chosen_from: str | None = Field(description="Candidate chosen: initial or revision_N.")
-    rejected_from: str | None
-    chosen_prob: float | None = Field(description="Soft label: P(chosen is better than rejected).")
-    margin: float | None = Field(description="2 * chosen_prob - 1.")
-    judge_model: str
-    principles: list[str]
-    candidates: list[str]
-    strengths: list[float | None]
-    comparisons: list[Comparison]
-
-    @classmethod
-    def of(cls, p: Preference) -> Label:
-        """The record of a :class:`Preference` (built field by field: ``dataclasses.asdict`` was most of the cost)."""
-        comparisons = [
-            Comparison(
-                first=p.candidates[i],
-                second=p.candidates[j],
-                p_first=r.p_first,
-                p_first_shown_first=r.p_first_shown_first,
-                p_first_shown_second=r.p_first_shown_second,
-                principles=list(r.principles),
-                disagreed=r.disagreed,
-                unparsed=r.unparsed,
-                judgments=[{f.name: getattr(o, f.name) for f in fields(o)} for o in r.judgments],
-            )
-            for i, j, r in p.comparisons
-        ]
-        return cls(
-            id=p.row_id,
-            status=p.status,
-            chosen_from=p.chosen_from,
-            rejected_from=p.rejected_from,
-            chosen_prob=p.chosen_prob,
-            margin=p.margin,
-            judge_model=p.judge_model,
-            principles=list(p.principles),
-            candidates=list(p.candidates),
-            strengths=list(p.strengths),
-            comparisons=comparisons,
-        )
-
-
-class PairLabel(NamedTuple):
-    """What the dataset needs of a label (a few fields, so a 100k-row index stays small)."""
-
-    status: str
-    chosen_from: str | None
-    rejected_from: str | None
-    chosen_prob: float | None
-    margin: float | None
-    judge_model: str
-    principles: tuple[str, ...]
 
 
 class LabelStore:
@@ -264,13 +141,11 @@ class LabelStore:
         """The labels written so far."""
         return self.log.rows(repair=repair)
 
-    def append(self, preferences: Iterable[Preference]) -> None:
+    def append(self, labels: Iterable[Label]) -> None:
         """Write labels durably."""
-        self.log.append(Label.of(p) for p in preferences)
+        self.log.append(labels)
 
-    def join(
-        self, trajectories: Iterable[Trajectory], tally: LabelTally
-    ) -> Iterator[tuple[Trajectory, PairLabel | None]]:
+    def join(self, trajectories: Iterable[Trajectory], tally: LabelTally) -> Iterator[tuple[Trajectory, Label | None]]:
         """Each trajectory with its label (None when it has none), counting every label into ``tally``.
 
         Labels are written in the order of the trajectories they judge, so the
@@ -290,8 +165,8 @@ class LabelStore:
             if found is None:
                 yield t, None
             else:
-                _count(tally, found)  # only labels of rows the run holds count, each row once
-                yield t, _compact(found)
+                tally.add(found)  # only labels of rows the run holds count, each row once
+                yield t, found
 
 
 def _label_id(line: str, path: Path, number: int) -> str | None:
@@ -303,23 +178,6 @@ def _label_id(line: str, path: Path, number: int) -> str | None:
         raise RunDirError(
             f"{path}:{number}: not a valid label row; move the file aside to label the run again"
         ) from None
-
-
-def _count(tally: LabelTally, label: Label) -> None:
-    comparisons = ((c.first == "initial", c.winner, c.disagreed, c.unparsed) for c in label.comparisons)
-    tally.add(label.status, label.chosen_from, label.margin, comparisons)
-
-
-def _compact(label: Label) -> PairLabel:
-    return PairLabel(
-        label.status,
-        label.chosen_from,
-        label.rejected_from,
-        label.chosen_prob,
-        label.margin,
-        label.judge_model,
-        tuple(label.principles),
-    )
 
 
 def label_rows(
@@ -358,17 +216,3 @@ def label_rows(
     if chunk:
         flush()
     return count
-
-
-def judge_settings_summary(settings: JudgeSettings, judge: str) -> Sequence[str]:
-    """Lines for the dataset card: how the pairs were labelled."""
-    mode = "chain of thought, then the options scored" if settings.cot else "log-probabilities of (A) and (B)"
-    lines = [
-        f"- Judge model: `{judge}`; {settings.principles} principle{'s' * (settings.principles != 1)} "
-        f"sampled per pair; {mode}; both orders of every pair averaged (position bias cancels).",
-        f"- Candidates: the initial answer and every revision; pairing `{settings.pairing}`; pairs with a "
-        f"margin below {settings.min_margin} (margin = 2 * chosen_prob - 1) or tied are dropped.",
-    ]
-    if settings.cot:
-        lines.append(f"- Chain-of-thought probabilities clamped to {settings.band[0]}-{settings.band[1]}.")
-    return lines

@@ -1,80 +1,17 @@
-"""Versioned records that runs write: the run manifest and one trajectory per prompt.
-
-Every trajectory carries the schema version, the constitution's content hash,
-the principle used at each round, the models and the sampling parameters, so a
-row found on its own says how it was made.
-"""
+"""What ``run.json`` holds: the run manifest, its shards and the runs a merge combined."""
 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from engine.backends.base import SamplingParams
-
-SCHEMA_VERSION = 1
-"""Version of the trajectory and manifest layout; bump it when a field changes meaning."""
-
-
-class _Record(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ConstitutionRef(_Record):
-    """Which rules produced a row."""
-
-    id: str
-    version: str
-    hash: str = Field(description="sha256 content hash of the composed constitution.")
-
-
-class Round(_Record):
-    """One critique-and-revision round."""
-
-    principle_id: str = Field(description="Principle sampled for this round.")
-    critique: str = Field(description="The critic's reply.")
-    revision: str | None = Field(description="The policy's revised response; None when the round stopped early.")
-    stopped: bool = Field(description="The critique found nothing to change, so no revision was asked for.")
-    changed: bool = Field(description="The revision differs from the response before it.")
-
-
-class Trajectory(_Record):
-    """A prompt, the policy's first answer, and every round of critique and revision."""
-
-    schema_version: int = SCHEMA_VERSION
-    id: str
-    source: str
-    category: str | None = None
-    kind: str | None = None
-    prompt: list[dict[str, str]] = Field(description="The conversation, ending with the user's turn.")
-    initial: str = Field(description="The policy's first answer.")
-    rounds: list[Round]
-    final: str = Field(description="The answer after the last round that changed it.")
-    constitution: ConstitutionRef
-    models: dict[str, dict[str, Any]] = Field(description="Backend description per role (policy, critic).")
-    sampling: SamplingParams
-    seed: int
-    timings: dict[str, float] = Field(
-        description="Seconds per step, the duration of each batched call divided by the rows in it."
-    )
-
-    @property
-    def revised(self) -> bool:
-        """Whether any round changed the answer."""
-        return self.final != self.initial
-
-
-def prompt_digest(messages: list[dict[str, str]]) -> str:
-    """A short hash of a conversation, to tell whether a prompt changed since its row was made."""
-    text = json.dumps(messages, sort_keys=True, ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
-
+from engine.records.base import SCHEMA_VERSION, Record
+from engine.records.trajectory import ConstitutionRef
 
 _SHARD = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
 
@@ -119,7 +56,7 @@ class Shard:
         return f"{self.index}/{self.count}"
 
 
-class MergedRun(_Record):
+class MergedRun(Record):
     """One run that ``cai merge`` combined into a merged run."""
 
     path: str = Field(description="The run's folder, as given to cai merge.")
@@ -157,7 +94,7 @@ def missing_shards(runs: Iterable[MergedRun]) -> list[str]:
     ]
 
 
-class RunManifest(_Record):
+class RunManifest(Record):
     """What a run directory holds; a rerun on the same directory must match it to resume."""
 
     schema_version: int = SCHEMA_VERSION

@@ -1,0 +1,96 @@
+"""The dataset card (``README.md`` of a run folder): how the data was made, what it holds, how good its labels are.
+
+The text is the template ``templates/dataset_card.md.j2``; this module gathers
+the numbers it shows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from engine.cards import render_card
+from engine.dataset.build import DATASET_DIR, RunStats
+from engine.judge.stats import LabelStats
+from engine.records.labels import AI_JUDGE, HUMAN, REVISION_ASSUMED_BETTER, JudgeSettings
+from engine.records.run import RunManifest, Shard, missing_shards
+
+CARD = "README.md"
+
+
+def write_card(
+    out: Path,
+    manifest: RunManifest,
+    stats: RunStats,
+    sizes: dict[str, int],
+    judged: tuple[str, JudgeSettings, LabelStats] | None = None,
+) -> Path:
+    """Write the dataset card (``README.md``) from the run's provenance.
+
+    ``judged`` is (judge model, judge settings, label statistics) when the judge labelled the pairs.
+    """
+    path = out / CARD
+    text = render_card("engine.dataset", "dataset_card.md.j2", **card_values(out, manifest, stats, sizes, judged))
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def card_values(
+    out: Path,
+    manifest: RunManifest,
+    stats: RunStats,
+    sizes: dict[str, int],
+    judged: tuple[str, JudgeSettings, LabelStats] | None,
+) -> dict[str, Any]:
+    """What the card template shows."""
+    current = manifest.constitution
+    judge = None
+    if judged is not None:
+        model, settings, label_stats = judged
+        judge = {"model": model, "settings": settings, "report": label_stats.render()}
+    reviewed = sum(stats.human.values())
+    review = None
+    if reviewed or stats.stale_decisions:
+        judge_reviewed = stats.judge_agreed + stats.judge_disagreed
+        review = {
+            "reviewed": reviewed,
+            "judged": judge_reviewed,
+            "agreed_share": f"{stats.judge_agreed / judge_reviewed:.0%}" if judge_reviewed else "",
+        }
+    return {
+        "c": current,
+        "manifest": manifest,
+        "s": manifest.sampling,
+        "stats": stats,
+        "sizes": sizes,
+        "judge": judge,
+        "review": review,
+        "mixed": len(stats.constitutions) > 1 or len(stats.made_by) > 1 or bool(manifest.superseded),
+        "constitutions": [
+            {
+                "id": cid,
+                "version": version,
+                "digest": digest[:12],
+                "rows": count,
+                "kept_in": "`constitution.yaml`"
+                if digest == current.hash
+                else f"`constitutions/{cid}-{digest[:12]}.yaml`",
+            }
+            for (cid, version, digest), count in stats.constitutions.most_common()
+        ],
+        "made_by": stats.made_by.most_common(),
+        "superseded": [
+            "; ".join(d.replace(" (in the folder)", "") for d in before.differences(manifest)) or "the same"
+            for before in manifest.superseded
+        ],
+        "revised_share": f"{stats.revised / max(stats.rows, 1):.0%}",
+        "principles": ", ".join(f"`{k}` {v}" for k, v in stats.principles.most_common()),
+        "categories": ", ".join(f"{k} {v}" for k, v in stats.categories.most_common()),
+        "shard": Shard.parse(manifest.shard) if manifest.shard is not None else None,
+        "missing_shards": missing_shards(manifest.merged_from) if manifest.merged_from is not None else [],
+        "dataset_path": out / DATASET_DIR,
+        "plural": lambda n: "s" * (n != 1),
+        "ai_judge": AI_JUDGE,
+        "human": HUMAN,
+        "revision_assumed_better": REVISION_ASSUMED_BETTER,
+    }

@@ -1,0 +1,65 @@
+"""What run folders hold, as one set of types: everything that reads or writes a run uses these.
+
+- ``run.json``: :class:`RunManifest` (settings a resume must match, shards, merges) — :mod:`.run`;
+- ``trajectories.jsonl``: one :class:`Trajectory` per prompt, with its candidates — :mod:`.trajectory`;
+- ``labels.json`` / ``labels.jsonl``: :class:`LabelManifest` and one :class:`Label` per row, each
+  holding the judge's :class:`Comparison` records and their per-order :class:`Judgment` — :mod:`.labels`;
+- ``reviews.jsonl``: the people's :class:`Decision` per pair — :mod:`.decisions`.
+
+The label sources (``label_source`` of a dataset pair) are :data:`AI_JUDGE`,
+:data:`REVISION_ASSUMED_BETTER` and :data:`HUMAN`.
+"""
+
+from engine.records.base import SCHEMA_VERSION, Record
+from engine.records.decisions import REVIEWS, Decision, ReviewError, load_decisions, read_decisions, texts_hash
+from engine.records.labels import (
+    AI_JUDGE,
+    DROPPED,
+    HUMAN,
+    REVISION_ASSUMED_BETTER,
+    TIE,
+    Comparison,
+    JudgeSettings,
+    Judgment,
+    Label,
+    LabelManifest,
+    LabelSource,
+    Pairing,
+    Status,
+    Verdict,
+)
+from engine.records.run import MergedRun, RunManifest, Shard, missing_shards
+from engine.records.trajectory import ConstitutionRef, Round, Trajectory, prompt_digest
+
+__all__ = [
+    "AI_JUDGE",
+    "DROPPED",
+    "HUMAN",
+    "REVIEWS",
+    "REVISION_ASSUMED_BETTER",
+    "SCHEMA_VERSION",
+    "TIE",
+    "Comparison",
+    "ConstitutionRef",
+    "Decision",
+    "JudgeSettings",
+    "Judgment",
+    "Label",
+    "LabelManifest",
+    "LabelSource",
+    "MergedRun",
+    "Pairing",
+    "Record",
+    "ReviewError",
+    "Round",
+    "RunManifest",
+    "Shard",
+    "Status",
+    "Trajectory",
+    "Verdict",
+    "load_decisions",
+    "missing_shards",
+    "prompt_digest",
+    "read_decisions",
+    "texts_hash",
+]

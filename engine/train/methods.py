@@ -1,0 +1,265 @@
+"""The training methods of ``cai train`` as one table: :data:`METHODS`, ``sft``, ``dpo`` and ``grpo``.
+
+Each :class:`Method` holds everything that differs between them: TRL's
+config class and trainer, the data it trains on, what one training row is
+called, and what the model card and ``cai-train.json`` say about it. Code
+that works for every method looks its method up here instead of asking
+which one it is::
+
+    method = METHODS[options.kind]
+    config_class = method.config_class()   # trl's SFTConfig, DPOConfig or GRPOConfig
+
+TRL's classes are named as ``module:Class`` and imported only when a run
+needs them, so looking a method up stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from engine.train.data import preference_data, sft_data
+from engine.train.errors import TrainError
+from engine.train.grpo import REFERENCE_COLUMN, ConstitutionalReward, grpo_data
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from engine.train.data import TrainData
+    from engine.train.options import Kind, Plan, TrainOptions
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What a method trains on, read and checked before the model loads."""
+
+    data: TrainData
+    constitution: Any = None
+    """GRPO: the rules the judge rewards."""
+    reward_mode: str | None = None
+    """GRPO: ``group`` or ``reference``."""
+
+
+def _one(config: Any) -> int:
+    return 1
+
+
+def _no_trainer_arguments(options: TrainOptions, plan: Plan) -> dict[str, Any]:
+    return {}
+
+
+def _no_details(options: TrainOptions, data: TrainData) -> str:
+    return ""
+
+
+def _no_provenance(options: TrainOptions, data: TrainData) -> dict[str, Any]:
+    return {}
+
+
+def _load(path: str) -> Any:
+    """The object a ``module:name`` path names."""
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+@dataclass(frozen=True)
+class Method:
+    """One way to train: what ``cai train NAME`` uses and how the run describes itself."""
+
+    name: Kind
+    config: str
+    """TRL's config class, as ``module:Class``."""
+    trainer: str
+    """The trainer class, as ``module:Class``."""
+    near: Kind
+    """The method a recipe key that this config lacks most likely belongs to (named in the hint)."""
+    unit: str
+    """What one training row is (``rows``, ``pairs``, ``prompts``), in messages and the card."""
+    summary: str
+    """What the method does, in one line of the model card."""
+    inputs: Callable[[TrainOptions, Any], Inputs]
+    """Reads the training data (and anything else the run needs besides the model) for the options and config."""
+    labels_are: str | None = None
+    """What ``TrainData.labels`` is for this method (``labels``, ``reward``), None when it means nothing."""
+    group_size: Callable[[Any], int] = _one
+    """Completions trained per row, from the config (GRPO's ``num_generations``)."""
+    loads_a_judge: bool = False
+    """Whether a second model, the judge, is loaded beside the one that trains."""
+    trainer_arguments: Callable[[TrainOptions, Plan], dict[str, Any]] = _no_trainer_arguments
+    """Arguments of the trainer besides model, config, data and tokenizer; built before the model loads."""
+    card_details: Callable[[TrainOptions, TrainData], str] = _no_details
+    """Appended to :attr:`summary` in the card: the labels, the judge, the filters in effect."""
+    provenance: Callable[[TrainOptions, TrainData], dict[str, Any]] = _no_provenance
+    """The method's entries of ``cai-train.json`` (``labels``, ``min_margin``, ``judge``)."""
+
+    def config_class(self) -> type:
+        """TRL's config class of this method (imports trl)."""
+        config_class: type = _load(self.config)
+        return config_class
+
+    def near_config_class(self) -> type:
+        """The config class of :attr:`near`, to say when a recipe key belongs there."""
+        return METHODS[self.near].config_class()
+
+    def trainer_class(self) -> Any:
+        """The trainer class of this method (imports trl)."""
+        return _load(self.trainer)
+
+    def labels_note(self, data: TrainData) -> str:
+        """``, soft labels`` (DPO), ``, group reward`` (GRPO) or nothing, for the line that reports a run."""
+        return f", {data.labels} {self.labels_are}" if self.labels_are else ""
+
+
+# ----------------------------------------------------------------------------- sft and dpo: a run's dataset
+
+
+def _data_folder(options: TrainOptions) -> Path:
+    if options.data is None:
+        raise TrainError(f"cai train {options.kind} needs --data: a `cai generate` output folder")
+    return options.data
+
+
+def _sft_inputs(options: TrainOptions, config: Any) -> Inputs:
+    folder = _data_folder(options)
+    return Inputs(sft_data(folder, options.split, revised_only=options.revised_only, limit=options.limit))
+
+
+def _dpo_inputs(options: TrainOptions, config: Any) -> Inputs:
+    folder = _data_folder(options)
+    return Inputs(
+        preference_data(
+            folder, options.split, labels=options.labels, min_margin=options.min_margin, limit=options.limit
+        )
+    )
+
+
+_LABELS = {
+    "hard": "hard labels: every pair counts fully",
+    "weighted": "each pair's loss weighted by the judge's margin (2 * chosen_prob - 1)",
+    "soft": "soft labels: the judge's chosen_prob is the target of the sigmoid loss",
+}
+
+
+def _dpo_details(options: TrainOptions, data: TrainData) -> str:
+    details = f"; {_LABELS.get(data.labels, data.labels)}"
+    if options.min_margin > 0:
+        details += f"; pairs with a judge margin below {options.min_margin} dropped ({data.dropped})"
+    return details
+
+
+def _dpo_provenance(options: TrainOptions, data: TrainData) -> dict[str, Any]:
+    return {"labels": data.labels, "min_margin": options.min_margin}
+
+
+# ----------------------------------------------------------------------------- grpo: prompts and a judge
+
+
+def _grpo_inputs(options: TrainOptions, config: Any) -> Inputs:
+    """The prompts, the constitution and the reward mode of a GRPO run."""
+    from constitution import ConstitutionError, load
+
+    try:
+        rules = load(options.constitution)
+    except ConstitutionError as exc:
+        raise TrainError("\n".join(str(p) for p in exc.problems)) from None
+    data = grpo_data(options.prompts, options.data, limit=options.limit)
+    has_reference = REFERENCE_COLUMN in data.dataset.column_names
+    mode = options.reward if options.reward != "auto" else ("reference" if has_reference else "group")
+    if mode == "reference" and not has_reference:
+        raise TrainError(
+            "--reward reference needs reference answers: give --data RUN (its final revisions are the references)"
+        )
+    if mode == "group" and config.num_generations < 2:
+        raise TrainError("--reward group compares completions of one prompt: num_generations must be at least 2")
+    data.constitution = {"id": rules.id, "version": rules.version, "hash": rules.content_hash}
+    data.labels = mode
+    return Inputs(data, rules, mode)
+
+
+def _grpo_group_size(config: Any) -> int:
+    return int(config.num_generations)
+
+
+def _grpo_reward(options: TrainOptions, plan: Plan) -> dict[str, Any]:
+    """The constitutional judge as the GRPO reward function, on its own frozen copy of the judge model."""
+    from engine.backends import load_backend
+    from engine.backends.base import BackendError
+    from engine.judge import Judge
+
+    try:
+        backend = load_backend(options.judge_model, batch_size=options.judge_batch_size)
+    except BackendError as exc:
+        raise TrainError(f"judge model: {exc}") from None
+    reward = ConstitutionalReward(
+        Judge(backend, constitution=plan.constitution),
+        plan.constitution,
+        principles=options.judge_principles,
+        mode="reference" if plan.reward_mode == "reference" else "group",
+        seed=plan.config.seed,
+    )
+    return {"reward_funcs": [reward]}
+
+
+_REWARDS = {
+    "group": "each completion judged against the other completions of its prompt",
+    "reference": "each completion judged against the reference answer",
+}
+
+
+def _grpo_details(options: TrainOptions, data: TrainData) -> str:
+    return (
+        f" (judge `{options.judge_model}`, {options.judge_principles} principle(s) per prompt and step, "
+        f"{_REWARDS.get(data.labels, data.labels)}, both orders; reward 2p - 1)"
+    )
+
+
+def _grpo_provenance(options: TrainOptions, data: TrainData) -> dict[str, Any]:
+    return {"judge": {"model": options.judge_model, "principles": options.judge_principles, "reward": data.labels}}
+
+
+# ----------------------------------------------------------------------------- the table
+
+METHODS: dict[Kind, Method] = {
+    "sft": Method(
+        name="sft",
+        config="trl.trainer.sft_config:SFTConfig",
+        trainer="trl.trainer.sft_trainer:SFTTrainer",
+        near="dpo",
+        unit="rows",
+        summary="supervised fine-tuning on the final (revised) answers, TRL `SFTTrainer`, loss on the answer tokens",
+        inputs=_sft_inputs,
+    ),
+    "dpo": Method(
+        name="dpo",
+        config="trl.trainer.dpo_config:DPOConfig",
+        trainer="engine.train.soft_dpo:SoftLabelDPOTrainer",
+        near="sft",
+        unit="pairs",
+        summary="direct preference optimisation on the preference pairs, TRL `DPOTrainer`",
+        inputs=_dpo_inputs,
+        labels_are="labels",
+        card_details=_dpo_details,
+        provenance=_dpo_provenance,
+    ),
+    "grpo": Method(
+        name="grpo",
+        config="trl.trainer.grpo_config:GRPOConfig",
+        trainer="trl.trainer.grpo_trainer:GRPOTrainer",
+        near="dpo",
+        unit="prompts",
+        summary="online RLAIF with TRL `GRPOTrainer`, the constitutional judge as the reward",
+        inputs=_grpo_inputs,
+        labels_are="reward",
+        group_size=_grpo_group_size,
+        loads_a_judge=True,
+        trainer_arguments=_grpo_reward,
+        card_details=_grpo_details,
+        provenance=_grpo_provenance,
+    ),
+}
+"""Every ``cai train`` method by name (the keys are :data:`engine.train.options.Kind`)."""
+
+
+__all__ = ["METHODS", "Inputs", "Method"]
