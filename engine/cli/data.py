@@ -171,24 +171,19 @@ def label(
         cai label runs/demo --judge-principles 3
         cai label runs/demo --judge-model ./bigger-model --force
     """
-    from pydantic import ValidationError
 
+    from engine.cli.options import judge_settings
     from engine.cli.output import Interrupted, note
-    from engine.errors import USAGE, UserError
     from engine.generate import label as run_label
-    from engine.records import JudgeSettings
 
-    try:
-        settings = JudgeSettings(
-            principles=judge_principles,
-            seed=seed,
-            cot=judge_cot,
-            band=judge_band,
-            min_margin=min_margin,
-            pairing=pairing,
-        )
-    except ValidationError as exc:
-        raise UserError(exc.errors()[0]["msg"], exit_code=USAGE) from None
+    settings = judge_settings(
+        judge_principles=judge_principles,
+        seed=seed,
+        judge_cot=judge_cot,
+        judge_band=judge_band,
+        min_margin=min_margin,
+        pairing=pairing,
+    )
     try:
         summary = run_label(
             run_dir,

@@ -80,28 +80,23 @@ def judge_eval(
         cai judge-eval --judge-cot --judge-band 0.3 0.7
         cai judge-eval runs/demo          # against the pairs reviewed in runs/demo
     """
-    from pydantic import ValidationError
 
     from constitution import load
+    from engine.cli.options import judge_settings
     from engine.cli.output import write_json
-    from engine.errors import USAGE, UserError
     from engine.evaluate.comparisons import load_comparisons
     from engine.evaluate.judge_accuracy import comparison_principles, evaluate_judge
     from engine.judge import Judge
-    from engine.records import JudgeSettings
 
-    try:
-        settings = JudgeSettings(
-            principles=judge_principles,
-            seed=seed,
-            cot=judge_cot,
-            cot_reader=judge_cot_reader,
-            band=judge_band,
-            cot_max_new_tokens=judge_cot_max_new_tokens,
-            min_margin=min_margin,
-        )
-    except ValidationError as exc:
-        raise UserError(exc.errors()[0]["msg"], exit_code=USAGE) from None
+    settings = judge_settings(
+        judge_principles=judge_principles,
+        seed=seed,
+        judge_cot=judge_cot,
+        judge_cot_reader=judge_cot_reader,
+        judge_band=judge_band,
+        judge_cot_max_new_tokens=judge_cot_max_new_tokens,
+        min_margin=min_margin,
+    )
     rules = load(constitution)
     items = load_comparisons(file)
     if limit is not None:  # a sample spread over the categories, as cai eval --limit takes prompts

@@ -18,9 +18,12 @@ import contextlib
 import functools
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
+
+if TYPE_CHECKING:
+    from engine.records import JudgeSettings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -275,3 +278,26 @@ def comparison_judge_options(func: F) -> F:
             click.FloatRange(0, 1),
         ),
     )(func)
+
+
+JUDGE_FLAGS = {"judge_cot_reader": "cot_reader", "judge_cot_max_new_tokens": "cot_max_new_tokens"}
+"""Judge flags that a run config does not hold, by their :class:`~engine.records.JudgeSettings` field."""
+
+
+def judge_settings(**flags: Any) -> JudgeSettings:
+    """The judge's :class:`~engine.records.JudgeSettings` from a command's judge flags (``judge_cot=...``).
+
+    Flags are named as the run config names them (:data:`engine.config.JUDGE_FIELDS`) or
+    in :data:`JUDGE_FLAGS`; values the settings refuse are a usage error (exit 2).
+    """
+    from pydantic import ValidationError
+
+    from engine.config import JUDGE_FIELDS
+    from engine.errors import USAGE, UserError
+    from engine.records import JudgeSettings
+
+    names = JUDGE_FIELDS | JUDGE_FLAGS
+    try:
+        return JudgeSettings(**{names[flag]: value for flag, value in flags.items()})
+    except ValidationError as exc:
+        raise UserError(exc.errors()[0]["msg"], exit_code=USAGE) from None
