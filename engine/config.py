@@ -7,9 +7,9 @@ given on the command line override the file. Unknown keys are errors.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from constitution.errors import ConstitutionError, UserError, did_you_mean, field_path
 from constitution.yamlfile import not_a_regular_file, parse_yaml
@@ -32,6 +32,7 @@ JUDGE_FIELDS: dict[str, str] = {
     "judge_band": "band",
     "min_margin": "min_margin",
     "pairing": "pairing",
+    "judge_aggregate": "aggregate",
 }
 """The judge's settings a run configuration holds: its field -> the :class:`JudgeSettings` field.
 
@@ -85,7 +86,13 @@ class GenerateConfig(BaseModel):
         default=True,
         description="Label pairs with the AI-feedback judge; off: the final revision is assumed better.",
     )
-    judge_model: str | None = Field(default=None, description="Judge model (defaults to the policy).")
+    judge_model: str | list[str] | None = Field(
+        default=None, description="Judge model (defaults to the policy); a list of several: a panel of judges."
+    )
+    judge_aggregate: Literal["mean", "majority"] = Field(
+        default=_JUDGE["aggregate"].default,
+        description="Several judges: label with their mean probability, or the share of them voting for a response.",
+    )
     judge_principles: int = Field(
         default=_JUDGE["principles"].default,
         ge=1,
@@ -109,6 +116,18 @@ class GenerateConfig(BaseModel):
         default=_JUDGE["pairing"].default,
         description="best-worst: judge all candidates, pair the best with the worst; final-initial: final vs first.",
     )
+    judge_check: str = Field(
+        default="builtin",
+        description="Check the judge before labelling on labelled comparisons: builtin, a JSONL file, or none.",
+    )
+    judge_check_limit: int | None = Field(
+        default=None,
+        ge=1,
+        description="Comparisons the judge check uses (default: 32 of the builtin set, all of a file).",
+    )
+    require_judge_accuracy: float | None = Field(
+        default=None, ge=0, le=1, description="Refuse to label when the judge check's accuracy is below this."
+    )
     force: bool = Field(default=False, description="Write into a folder that holds a run with other settings.")
     push_to_hub: str | None = Field(default=None, description="Also push the dataset to this hub repository.")
 
@@ -123,6 +142,29 @@ class GenerateConfig(BaseModel):
         low, high = value
         if not 0 <= low <= 0.5 <= high <= 1:
             raise ValueError(f"expected LOW HIGH with 0 <= LOW <= 0.5 <= HIGH <= 1 (e.g. 0.4 0.6), not {low} {high}")
+        return value
+
+    @field_validator("judge_model")
+    @classmethod
+    def _one_judge_is_a_name(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(value, list):
+            if not value:
+                return None
+            return value[0] if len(value) == 1 else value
+        return value
+
+    @property
+    def judges(self) -> list[str]:
+        """The judge models: the policy alone by default, several for a panel."""
+        if self.judge_model is None:
+            return [self.model]
+        return [self.judge_model] if isinstance(self.judge_model, str) else list(self.judge_model)
+
+    @field_validator("require_judge_accuracy")
+    @classmethod
+    def _requirement_needs_a_check(cls, value: float | None, info: ValidationInfo) -> float | None:
+        if value is not None and info.data.get("judge_check") == "none":
+            raise ValueError("needs a judge check; drop --judge-check none (or the requirement)")
         return value
 
 

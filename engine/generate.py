@@ -22,10 +22,9 @@ the shard is part of the run's manifest, so a folder holds one shard, and
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import constitution as constitution_lib
 from constitution import Constitution
@@ -34,18 +33,22 @@ from engine.backends.base import Backend, SamplingParams
 from engine.config import GenerateConfig, judge_settings
 from engine.critique import LoopSettings, run_loop
 from engine.dataset.of_run import build_dataset
+from engine.errors import USAGE, UserError
+from engine.evaluate.comparisons import LabelledComparison
+from engine.evaluate.judge_gate import check_items, gate
 from engine.judge import (
     LABEL_MANIFEST,
     LABELS,
-    Judge,
     LabelStats,
     LabelStore,
     judge_trajectories,
     label_rows,
 )
+from engine.judge.panel import PairJudge, make_judge
 from engine.progress import chunked, progress_bar
 from engine.records import (
     ConstitutionRef,
+    JudgeCheck,
     JudgeSettings,
     LabelManifest,
     RunManifest,
@@ -54,9 +57,6 @@ from engine.records import (
 )
 from engine.rundir import RunDir, RunDirError, atomic_write, run_lock
 from engine.sources import PromptStream, open_prompts
-
-if TYPE_CHECKING:
-    pass
 
 BackendFactory = Callable[..., Backend]
 CONSTITUTION_COPY = "constitution.yaml"
@@ -81,6 +81,8 @@ class Summary:
     """Label quality of the whole run, when the judge labelled it."""
     shard: str | None = None
     """The shard (I/N) of the prompts the run holds; ``prompts`` counts that shard's prompts."""
+    check: JudgeCheck | None = None
+    """The judge's check on labelled comparisons (None: not checked)."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,8 @@ class LabelSummary:
     pairs: int
     stats: LabelStats
     seconds: float
+    check: JudgeCheck | None = None
+    """The judge's check on labelled comparisons (None: not checked)."""
 
 
 def generate(
@@ -121,6 +125,8 @@ def generate(
     rules = constitution_lib.load(config.constitution)
     prompts = open_prompts(config.prompts, limit=config.limit, seed=config.seed)  # bad input fails here, up front
     shard = Shard.parse(config.shard) if config.shard is not None else None
+    wants_check = config.judge and config.judge_check != "none"
+    check_set = check_items(config.judge_check, config.judge_check_limit) if wants_check else None
     sampling = SamplingParams(max_new_tokens=config.max_new_tokens, temperature=config.temperature, top_p=config.top_p)
     reference = ConstitutionRef(id=rules.id, version=rules.version, hash=rules.content_hash)
     manifest = RunManifest(
@@ -135,7 +141,9 @@ def generate(
         shard=config.shard,
     )
     with run_lock(config.out, "cai generate"):
-        return _generate(config, rules, prompts, shard, manifest, start, progress, backends, say or (lambda _: None))
+        return _generate(
+            config, rules, prompts, shard, manifest, check_set, start, progress, backends, say or (lambda _: None)
+        )
 
 
 def _generate(
@@ -144,6 +152,7 @@ def _generate(
     prompts: PromptStream,
     shard: Shard | None,
     manifest: RunManifest,
+    check_set: list[LabelledComparison] | None,
     start: float,
     progress: bool,
     backends: BackendFactory,
@@ -153,9 +162,7 @@ def _generate(
     reference = manifest.constitution
     labels = None
     if config.judge:
-        label_manifest = LabelManifest(
-            judge=config.judge_model or config.model, settings=judge_settings(config), constitution=reference
-        )
+        label_manifest = labelled_by(config.judges, judge_settings(config), reference)
         labels = LabelStore.open(config.out, label_manifest, force=config.force)
     else:
         _check_no_judge(config.out, config.force)
@@ -188,9 +195,13 @@ def _generate(
 
     if todo:
         policy, critic = backend(config.model), backend(manifest.critic)
-    judge = None
+    judge: PairJudge | None = None
     if labels is not None and (todo or unlabelled):
-        judge = Judge(backend(labels.manifest.judge), labels.manifest.settings, rules)
+        judge = make_judge(judges_of(labels.manifest), backend, labels.manifest.settings, rules)
+    check = None
+    if judge is not None and labels is not None and check_set is not None:
+        # before anything is written: a judge the gate refuses leaves the folder as it was
+        check = gate(labels, judge, rules, config.judge_check, check_set, config.require_judge_accuracy, say)
     _keep_replaced_constitution(run)
     run.begin()  # after the models load: a model that fails to load leaves no manifest behind
     write_constitution(config.out, rules)  # the rules the new rows are made under
@@ -234,6 +245,7 @@ def _generate(
         seconds=time.perf_counter() - start,
         labels=label_stats,
         shard=config.shard,
+        check=check,
     )
 
 
@@ -328,13 +340,16 @@ def label(
     out: Path,
     settings: JudgeSettings,
     *,
-    judge_model: str | None = None,
+    judge_model: str | Sequence[str] = (),
     constitution: str | None = None,
     batch_size: int = 16,
     chunk_size: int = 64,
     dtype: str = "auto",
     device: str = "auto",
     force: bool = False,
+    judge_check: str = "builtin",
+    judge_check_limit: int | None = None,
+    require_judge_accuracy: float | None = None,
     progress: bool = True,
     backends: BackendFactory = load_backend,
     say: Callable[[str], None] | None = None,
@@ -344,10 +359,13 @@ def label(
     Args:
         out: The run folder.
         settings: How to judge.
-        judge_model: The judge (default: the run's policy model).
+        judge_model: The judge (default: the run's policy model); several: a panel.
         constitution: Principles to judge under (default: the run's own copy, ``constitution.yaml``).
         force: Judge again with settings other than those of the labels in the folder (they are kept beside).
-        say: Called with a note about what ``force`` replaces.
+        judge_check: Check the judge first on labelled comparisons: ``builtin``, a JSONL file, or ``none``.
+        judge_check_limit: Comparisons the check uses (default: 32 of the builtin set, all of a file).
+        require_judge_accuracy: Refuse to label when the check's accuracy is below this.
+        say: Called with a note about what ``force`` replaces, and with the judge check's result.
 
     Raises:
         RunDirError, ConstitutionError, BackendError: Bad input; the message says what to fix.
@@ -358,8 +376,12 @@ def label(
     if constitution is None and not own.exists():
         raise RunDirError(f"{own}: missing; pass --constitution with the rules to judge under")
     rules = constitution_lib.load(constitution if constitution is not None else str(own))
+    if require_judge_accuracy is not None and judge_check == "none":
+        raise UserError("--require-judge-accuracy needs a judge check; drop --judge-check none", exit_code=USAGE)
+    check_set = check_items(judge_check, judge_check_limit) if judge_check != "none" else None
     reference = ConstitutionRef(id=rules.id, version=rules.version, hash=rules.content_hash)
-    label_manifest = LabelManifest(judge=judge_model or manifest.policy, settings=settings, constitution=reference)
+    specs = [judge_model] if isinstance(judge_model, str) else list(judge_model)
+    label_manifest = labelled_by(specs or [manifest.policy], settings, reference)
     run = RunDir(out, manifest)
     with run_lock(out, "cai label"):
         labels = LabelStore.open(out, label_manifest, force=force)
@@ -371,8 +393,14 @@ def label(
         pending = len(done - labelled)
         judge = None
         if pending:
-            backend = backends(label_manifest.judge, batch_size=batch_size, dtype=dtype, device=device)
-            judge = Judge(backend, settings, rules)
+
+            def backend(spec: str) -> Backend:
+                return backends(spec, batch_size=batch_size, dtype=dtype, device=device)
+
+            judge = make_judge(judges_of(label_manifest), backend, settings, rules)
+        check = None
+        if judge is not None and check_set is not None:
+            check = gate(labels, judge, rules, judge_check, check_set, require_judge_accuracy, say or (lambda _: None))
         labels.begin()
         if judge is not None:
             _label_existing(run, labels, judge, rules, chunk_size, labelled, pending, progress)
@@ -385,7 +413,20 @@ def label(
         pairs=sizes["preferences"],
         stats=label_stats,
         seconds=time.perf_counter() - start,
+        check=check,
     )
+
+
+def labelled_by(judges: Sequence[str], settings: JudgeSettings, constitution: ConstitutionRef) -> LabelManifest:
+    """The label manifest of these judge models (a panel when there are several)."""
+    return LabelManifest(
+        judge=judges[0], panel=list(judges) if len(judges) > 1 else [], settings=settings, constitution=constitution
+    )
+
+
+def judges_of(manifest: LabelManifest) -> list[str]:
+    """The judge models a label manifest names."""
+    return manifest.panel or [manifest.judge]
 
 
 def _labelled_ids(labels: LabelStore | None, rows: set[str]) -> set[str]:
@@ -406,7 +447,7 @@ def _labelled_ids(labels: LabelStore | None, rows: set[str]) -> set[str]:
 def _label_existing(
     run: RunDir,
     labels: LabelStore,
-    judge: Judge,
+    judge: PairJudge,
     rules: Constitution,
     chunk_size: int,
     labelled: set[str],

@@ -66,6 +66,8 @@ def field_default(model: type[BaseModel], field: str) -> Any:
 def same_default(flag: Any, field: Any) -> bool:
     if field is PydanticUndefined:  # a required field: the flag has no default, the model says it is missing
         return flag is None
+    if flag == () and field is None:  # a flag given any number of times, not given: the field's "not set"
+        return True
     if isinstance(flag, tuple) and isinstance(field, list | tuple | dict):
         return list(flag) == list(field) if not isinstance(field, dict) else (flag == () and field == {})
     return bool(flag == field and type(flag) is type(field))
@@ -139,6 +141,7 @@ def judge_flag(field: str) -> str:
             {
                 "pairing": "judge-eval is given its pairs; there are no candidates to choose between",
                 "cot_temperature": "greedy chain of thought everywhere; no command sets it",
+                "aggregate": "judge-eval scores each judge alone and reports both aggregates (mean and majority)",
             },
         ),
     ],

@@ -52,6 +52,13 @@ def use_backend(monkeypatch: pytest.MonkeyPatch) -> Callable[[Callable[[ScoreReq
     return install
 
 
+def ours(path: Path) -> dict:
+    """The first evaluation (our protocol, the first judge) of a --json report."""
+    report = json.loads(path.read_text())
+    assert report["evaluations"][0]["protocol"] == "ours"
+    return report["evaluations"][0]
+
+
 def run(*args: str) -> tuple[int, str, str]:
     result = CliRunner().invoke(cli, ["judge-eval", *args])
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
@@ -88,11 +95,14 @@ def test_a_judge_that_agrees_with_people_scores_full_marks(use_backend: Callable
     out = tmp_path / "report.json"
     code, stdout, _ = run("--json", str(out))
     assert code == 0, stdout
-    assert f"accuracy (both orders averaged): 100% ({len(SHIPPED)}/{len(SHIPPED)})" in stdout
+    assert f"accuracy: 100% ({len(SHIPPED)}/{len(SHIPPED)}), 95% interval" in stdout
     assert "as (A): 100%; as (B): 100%" in stdout
-    assert "orders disagreed on 0% of comparisons" in stdout
-    report = json.loads(out.read_text())
+    assert "orders disagreed on 0% of items" in stdout
+    assert "NOT SHOWN BETTER THAN CHANCE" not in stdout
+    report = ours(out)
     assert report["accuracy"] == 1.0 and report["position_bias_rate"] == 0.0
+    assert report["interval"][0] > 0.9 and report["interval"][1] == 1.0 and not report["at_chance"]
+    assert report["brier"] == pytest.approx(0.04)  # every item at p = 0.8: (1 - 0.8)^2
     assert report["mean_p_correct"] == pytest.approx(0.8)
     assert report["kept"] == len(SHIPPED) and report["kept_accuracy"] == 1.0
     assert report["margins"]["median"] == pytest.approx(0.6)
@@ -106,12 +116,14 @@ def test_an_always_a_judge_is_exposed_as_position_biased(use_backend: Callable[.
     out = tmp_path / "report.json"
     code, stdout, _ = run("--json", str(out), "--limit", "20")
     assert code == 0
-    report = json.loads(out.read_text())
+    report = ours(out)
     assert report["n"] == 20 and report["accuracy"] == 0.0 and report["ties"] == 20
-    assert report["accuracy_better_as_a"] == 1.0 and report["accuracy_better_as_b"] == 0.0
-    assert report["position_bias_rate"] == 1.0 and report["picked_a_rate"] == 1.0
+    assert report["better_as_a"]["accuracy"] == 1.0 and report["better_as_b"]["accuracy"] == 0.0
+    assert report["position_bias_rate"] == 1.0 and report["extra"]["picked_a_rate"] == 1.0
     assert report["kept"] == 0 and report["margins"]["max"] == 0.0
-    assert "orders disagreed on 100% of comparisons" in stdout
+    assert report["at_chance"] and "NOT SHOWN BETTER THAN CHANCE" in stdout
+    assert report["brier"] == pytest.approx(0.25)  # every item exactly even
+    assert "orders disagreed on 100% of items" in stdout
 
 
 def test_other_layouts_and_sampled_principles(use_backend: Callable[..., None], tmp_path: Path) -> None:
@@ -136,7 +148,7 @@ def test_other_layouts_and_sampled_principles(use_backend: Callable[..., None], 
     out = tmp_path / "r.json"
     code, stdout, _ = run(str(path), "--judge-principles", "3", "--min-margin", "0.7", "--json", str(out))
     assert code == 0, stdout
-    report = json.loads(out.read_text())
+    report = ours(out)
     assert report["accuracy"] == 1.0 and report["settings"]["principles"] == 3
     assert report["kept"] == 0 and "at min margin 0.7: 0 of 4 would be labelled" in stdout
 
@@ -149,9 +161,9 @@ def test_cot_mode_from_the_command_line(monkeypatch: pytest.MonkeyPatch, tmp_pat
     out = tmp_path / "r.json"
     code, stdout, _ = run("--cot", "--cot-reader", "parse", "--band", "0.3", "0.7", "--limit", "4", "--json", str(out))
     assert code == 0, stdout
-    report = json.loads(out.read_text())
+    report = ours(out)
     assert report["settings"]["cot"] is True and report["position_bias_rate"] == 1.0
-    assert report["verdicts_written"] == 8 and "chain of thought: 8 of 8 replies wrote a verdict" in stdout
+    assert report["extra"]["verdicts_written"] == 8 and "chain of thought: 8 of 8 replies wrote a verdict" in stdout
     first, _ = report["results"][0]["judgment"]["judgments"]
     assert first["text"] == "Hmm.\nAnswer: (A)" and first["raw_p_a"] == 1.0 and first["p_a"] == 0.7
 
@@ -242,12 +254,12 @@ def test_limit_samples_the_comparisons_across_their_categories(
     out = tmp_path / "report.json"
     code, stdout, _ = run("--json", str(out), "--limit", "20")
     assert code == 0, stdout
-    report = json.loads(out.read_text())
+    report = ours(out)
     assert report["n"] == 20
     categories = set(report["by_category"])
     assert {"helpfulness", "honesty"} <= categories and len(categories) >= 15  # the first 20 are all harm categories
     code, _, _ = run("--json", str(out), "--limit", "20")
-    assert [r["id"] for r in json.loads(out.read_text())["results"]] == [r["id"] for r in report["results"]]
+    assert [r["id"] for r in ours(out)["results"]] == [r["id"] for r in report["results"]]
 
 
 def test_missing_file_and_bad_options(tmp_path: Path) -> None:

@@ -159,7 +159,15 @@ def test_bad_requests_get_a_4xx_with_a_message_and_write_nothing(
 
 
 def test_bad_list_queries_are_refused(client: TestClient) -> None:
-    for query in ("offset=-1", "limit=0", "limit=501", "min_margin=2", "reviewed=maybe", "disagreed=perhaps"):
+    for query in (
+        "offset=-1",
+        "limit=0",
+        "limit=501",
+        "min_margin=2",
+        "reviewed=maybe",
+        "disagreed=perhaps",
+        "split=perhaps",
+    ):
         answer = client.get(f"/api/pairs?{query}", headers=AUTH)
         assert answer.status_code == 422, query
         assert answer.json()["error"], query
@@ -413,7 +421,7 @@ def test_judge_eval_scores_the_judge_against_the_reviewed_pairs(client: TestClie
         cli, ["judge-eval", str(run_dir), "--model", "scripted", "--json", str(run_dir / "j.json")]
     )
     assert result.exit_code == 0, result.output
-    report = json.loads((run_dir / "j.json").read_text())
+    (report,) = json.loads((run_dir / "j.json").read_text())["evaluations"]
     assert report["n"] == 2  # the dropped pair carries no preference
     # The scripted judge prefers longer answers, exactly as when it labelled the run: it agrees with the
     # accepted pair and disagrees with the flipped one.

@@ -4,7 +4,8 @@ One scripted, judged run is made per module and copied per test; each test
 starts the FastAPI app under uvicorn in a thread on a free loopback port and
 drives the page with Playwright: decisions by key and by button, the list's
 badges and counts, the export that applies the decisions, escaping of model
-text, the filters, and two tabs deciding the same pair.
+text, the filters, two tabs deciding the same pair, and a panel run's
+"judges split" filter and per-judge probabilities.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from engine.cli import cli
 from engine.records import Trajectory
 from engine.review.server import BackgroundServer, create_app
+from tests.test_review_panel import make_panel, split_ids
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -376,3 +378,54 @@ def test_two_tabs_deciding_the_same_pair(new_page: Any, serve: Any, run_dir: Pat
     expect(row(second, pair_id).locator(".badge")).to_have_text("flip")
     decisions = [d for d in jsonl(run_dir / "reviews.jsonl") if d["id"] == pair_id]
     assert [(d["action"], d["revision"]) for d in decisions] == [("accept", 1), ("flip", 2)]
+
+
+def test_judges_split_filter_and_each_judges_probability_for_a_panel_run(
+    new_page: Any, serve: Any, run_dir: Path, tmp_path: Path
+) -> None:
+    # A run with one judge offers no "judges split" control.
+    single = serve(Path(shutil.copytree(run_dir, tmp_path / "single")))
+    page = new_page(single.url)
+    expect(page.locator("#split-filter")).to_be_hidden()
+
+    hostile = '<img src=x onerror="window.__pwned=3">'
+    by_id = make_panel(run_dir, judges=("judge-a", hostile))
+    split = split_ids(by_id)
+    server = serve(run_dir)
+    page = new_page(server.url, bypass_csp=True)  # markup built from a judge's name would run here
+    everything = listed(page)
+    assert split and len(split) < len(everything)
+    expect(page.locator("#split-filter")).to_be_visible()
+    expect(row(page, split[0]).locator(".meta")).to_contain_text("judges split")
+
+    before = page.evaluate("document.body.dataset.listReady")
+    page.select_option("select[name=split]", "true")
+    expect_list_reloaded(page, before)
+    assert listed(page) == split
+    before = page.evaluate("document.body.dataset.listReady")
+    page.select_option("select[name=split]", "false")
+    expect_list_reloaded(page, before)
+    assert listed(page) == [i for i in everything if i not in split]
+    before = page.evaluate("document.body.dataset.listReady")
+    page.select_option("select[name=split]", "true")
+    expect_list_reloaded(page, before)
+
+    # The detail: one column per judge, its own P(first better) per comparison, the names as text.
+    pair = split[0]
+    row(page, pair).click()
+    expect_shown(page, pair)
+    comparisons = by_id[pair]["comparisons"]
+    expect(page.locator("#judge th.judge-name")).to_have_text(
+        ["P(first better) by judge-a", f"P(first better) by {hostile}"]
+    )
+    expect(page.locator("#judge td.split")).to_have_text(["yes" if c["split"] else "no" for c in comparisons])
+    cells = page.locator("#judge tr").all()[1:]
+    assert len(cells) == len(comparisons)
+    for tr, comparison in zip(cells, comparisons, strict=True):
+        shown = tr.locator("td.by-judge").all_inner_texts()
+        for text, p in zip(shown, comparison["by_judge"].values(), strict=True):
+            assert (text == "\u2013") if p is None else (abs(float(text) - p) < 6e-4), (text, p)  # en dash
+    expect(page.locator("#detail h2", has_text="Judges judge-a + ")).to_contain_text(hostile)
+    page.wait_for_load_state("networkidle")
+    assert page.evaluate("typeof window.__pwned") == "undefined"
+    assert page.locator("#detail img").count() == 0

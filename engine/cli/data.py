@@ -9,6 +9,7 @@ dataset as JSONL or Parquet (:mod:`engine.dataset`).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -22,12 +23,16 @@ from engine.cli.options import (
     constitution_option,
     device_option,
     dtype_option,
+    judge_check_options,
     judge_model_option,
     out_option,
     pair_judge_options,
     run_config_option,
     seed_option,
 )
+
+if TYPE_CHECKING:
+    from engine.records import JudgeCheck
 
 
 @click.command()
@@ -75,8 +80,9 @@ from engine.cli.options import (
     show_default=True,
     help="Label pairs with the AI-feedback judge; --no-judge assumes the final revision is better.",
 )
-@judge_model_option("Judge model (default: the policy).")
+@judge_model_option("Judge model (default: the policy); give it again for each judge of a panel.", multiple=True)
 @pair_judge_options
+@judge_check_options
 @click.option("--force", is_flag=True, help="Add rows to a folder that holds a run with other settings.")
 @click.option("--push-to-hub", metavar="REPO", help="Also push the dataset to the Hugging Face hub.")
 @run_config_option
@@ -123,6 +129,7 @@ def generate(ctx: click.Context, /, config_file: Path | None, **_: object) -> No
     )
     if summary.labels is not None:
         click.echo(summary.labels.render())
+    echo_check(summary.check)
     if summary.shard is not None:
         click.echo(f"shard {summary.shard} of the prompts; combine the shards with `cai merge DIR... --out OUT`")
     click.echo(f"dataset: {summary.dataset}  (card: {summary.out / 'README.md'})")
@@ -133,10 +140,13 @@ def generate(ctx: click.Context, /, config_file: Path | None, **_: object) -> No
 
 @click.command()
 @click.argument("run_dir", metavar="DIR", type=FOLDER)
-@judge_model_option("Judge model (default: the run's policy model).")
+@judge_model_option(
+    "Judge model (default: the run's policy model); give it again for each judge of a panel.", multiple=True
+)
 @base_url_option
 @constitution_option("Principles to judge under (default: the run's constitution.yaml).", default=None)
 @pair_judge_options
+@judge_check_options
 @seed_option("Seed of the judge's principle sampling.")
 @batch_size_option()
 @chunk_size_option("Rows labelled (and saved) together.")
@@ -145,7 +155,7 @@ def generate(ctx: click.Context, /, config_file: Path | None, **_: object) -> No
 @click.option("--force", is_flag=True, help="Judge again with other settings; the old labels are kept as labels.N.*")
 def label(
     run_dir: Path,
-    judge_model: str | None,
+    judge_model: tuple[str, ...],
     base_url: str | None,
     constitution: str | None,
     judge_principles: int,
@@ -153,6 +163,10 @@ def label(
     judge_band: tuple[float, float],
     min_margin: float,
     pairing: str,
+    judge_aggregate: str,
+    judge_check: str,
+    judge_check_limit: int | None,
+    require_judge_accuracy: float | None,
     seed: int,
     batch_size: int,
     chunk_size: int,
@@ -164,12 +178,13 @@ def label(
 
     No answer is regenerated. Rerunning resumes where it stopped; other judge
     settings than those of the labels in DIR need --force (the old labels are
-    kept beside). Ends with a label-quality report.
+    kept beside). First the judge is checked on labelled comparisons
+    (--judge-check); ends with a label-quality report.
 
     \b
     Examples:
         cai label runs/demo --judge-principles 3
-        cai label runs/demo --judge-model ./bigger-model --force
+        cai label runs/demo --judge-model ./bigger-model --force --require-judge-accuracy 0.75
     """
 
     from engine.cli.options import judge_settings
@@ -183,6 +198,7 @@ def label(
         judge_band=judge_band,
         min_margin=min_margin,
         pairing=pairing,
+        judge_aggregate=judge_aggregate,
     )
     try:
         summary = run_label(
@@ -195,6 +211,9 @@ def label(
             dtype=dtype,
             device=device,
             force=force,
+            judge_check=judge_check,
+            judge_check_limit=judge_check_limit,
+            require_judge_accuracy=require_judge_accuracy,
             backends=backend_loader(base_url),
             say=note,
         )
@@ -202,7 +221,20 @@ def label(
         raise Interrupted("\ninterrupted: finished labels are saved; run the same command again to resume") from None
     click.echo(f"\n{summary.labelled} rows labelled now, {summary.pairs} preference pairs, {summary.seconds:.0f} s")
     click.echo(summary.stats.render())
+    echo_check(summary.check)
     click.echo(f"dataset: {summary.dataset}")
+
+
+def echo_check(check: JudgeCheck | None) -> None:
+    """The judge check again at the end of a run (progress bars have scrolled its first mention away)."""
+    if check is None:
+        return
+    from engine.evaluate.judge_gate import warning_block
+
+    click.echo(check.summary())
+    block = warning_block(check)
+    if block is not None:
+        click.echo(block, err=True)
 
 
 @click.command()

@@ -8,10 +8,15 @@ a JSONL file, or the pairs people reviewed in a run), the judge from
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
+if TYPE_CHECKING:
+    from engine.backends.base import Backend
+
 from engine.cli.options import (
+    FILE,
     base_url_option,
     batch_size_option,
     comparison_judge_options,
@@ -26,7 +31,21 @@ from engine.cli.options import (
 
 @click.command(name="judge-eval")
 @click.argument("file", default="builtin", metavar="[FILE]")
-@judge_model_option("Judge model: default, a folder or a hub id.", default="default", old=("--model",))
+@judge_model_option(
+    "Judge model: default, a folder or a hub id. Give it once per judge to compare several.",
+    default="default",
+    old=("--model",),
+    multiple=True,
+)
+@click.option(
+    "--protocol",
+    type=click.Choice(["auto", "ours", "as-written", "both"]),
+    default="auto",
+    show_default=True,
+    help="ours: the constitution's comparison prompt, both orders (the judge cai labels with); "
+    "as-written: a published multiple-choice file's own prompt, by the log-probability of each option label; "
+    "auto: both for such a file, ours for any other.",
+)
 @constitution_option()
 @comparison_judge_options
 @click.option(
@@ -38,9 +57,11 @@ from engine.cli.options import (
 @device_option
 @base_url_option
 @json_report_option
+@click.option("--html", "html_out", type=FILE, help="Also write the report as an HTML page with its plots.")
 def judge_eval(
     file: str,
-    judge_model: str,
+    judge_model: tuple[str, ...],
+    protocol: str,
     constitution: str,
     judge_principles: int,
     judge_cot: bool,
@@ -55,38 +76,50 @@ def judge_eval(
     device: str,
     base_url: str | None,
     json_out: Path | None,
+    html_out: Path | None,
 ) -> None:
-    """Check the AI-feedback judge against human-labelled comparisons.
+    """Measure AI-feedback judges against human-labelled comparisons, with intervals and calibration.
 
     FILE is JSONL, one comparison per line: the conversation as `prompt` (or
     `conversation`/`messages`), then `response_a`, `response_b` and `better`
-    (A or B), or `chosen` and `rejected`, or lists `corrects` and `incorrects`.
-    A `principle` id per line picks the principle to judge under; without one,
-    --judge-principles are sampled. Without FILE, the shipped set is used
-    (64 comparisons across the harm categories and helpfulness).
+    (A or B), or `chosen` and `rejected`, or lists `corrects` and `incorrects`
+    of response texts. A `principle` id per line picks the principle to judge
+    under; without one, --judge-principles are sampled. Without FILE, the
+    shipped set is used (written by this project, so in-house evidence only).
     FILE may also be a run folder whose pairs people reviewed with `cai
-    review`: the accepted and flipped pairs are the comparisons (agreement of
-    the judge with people).
+    review`: the accepted and flipped pairs are the comparisons.
 
-    Every comparison is judged in both orders. The report gives the accuracy
-    (orders averaged; a tie counts as wrong), the accuracy with the better
-    response shown as (A) and as (B), and the position-bias rate: how often the
-    two orders disagree, i.e. the judge named the same slot both times.
+    A published multiple-choice evaluation file (the whole question as
+    `prompt`, with `Options: (A) [[[...]]] (B) [[[...]]]`, and `corrects` /
+    `incorrects` holding option letters) is read as such: its responses are
+    the bracketed texts. It is scored by both protocols side by side (see
+    --protocol); a file whose options are phrases, not responses, only as
+    written.
+
+    Every item is scored in both orders. The report gives, per judge and
+    protocol: the accuracy with its 95% interval (a tie counts as wrong; an
+    interval that reaches 50% is flagged as not better than chance), the
+    accuracy with the better response shown as (A) and as (B), the
+    position-bias rate (the two orders disagree: the judge named the same slot
+    both times), the Brier score and expected calibration error of the soft
+    label, accuracy against coverage when only margins above a threshold are
+    kept (the curve that sets --min-margin), and accuracy per category and
+    principle. With several --judge-model: Cohen's kappa per pair of judges,
+    Krippendorff's alpha, the accuracy of the mean-probability and majority
+    labels, and where one judge is right and the other wrong.
 
     \b
     Examples:
         cai judge-eval
-        cai judge-eval my_comparisons.jsonl --judge-model ./judge-model --json report.json
+        cai judge-eval hhh_eval.jsonl --html judge.html
+        cai judge-eval my_comparisons.jsonl --judge-model ./small --judge-model ./large --json report.json
         cai judge-eval --judge-cot --judge-band 0.3 0.7
         cai judge-eval runs/demo          # against the pairs reviewed in runs/demo
     """
-
     from constitution import load
     from engine.cli.options import judge_settings
-    from engine.cli.output import write_json
-    from engine.evaluate.comparisons import load_comparisons
-    from engine.evaluate.judge_accuracy import comparison_principles, evaluate_judge
-    from engine.judge import Judge
+    from engine.cli.output import note, write_json
+    from engine.evaluate.judge_audit import audit_judges, load_audit_items
 
     settings = judge_settings(
         judge_principles=judge_principles,
@@ -98,18 +131,19 @@ def judge_eval(
         min_margin=min_margin,
     )
     rules = load(constitution)
-    items = load_comparisons(file)
-    if limit is not None:  # a sample spread over the categories, as cai eval --limit takes prompts
-        from engine.sources import sample_ids
-
-        chosen = sample_ids(((c.id, None, c.category) for c in items), limit, seed=seed)
-        items = [c for c in items if c.id in chosen]
-    principles = comparison_principles(items, rules, settings.principles, settings.seed)
+    items = load_audit_items(file, protocol, limit=limit, seed=seed)
 
     from engine.backends import load_backend
 
-    backend = load_backend(judge_model, batch_size=batch_size, dtype=dtype, device=device, base_url=base_url)
-    report = evaluate_judge(Judge(backend, settings, rules), items, principles, file=file)
+    def backend(spec: str) -> Backend:
+        return load_backend(spec, batch_size=batch_size, dtype=dtype, device=device, base_url=base_url)
+
+    report = audit_judges(judge_model, backend, items, rules, settings)
     click.echo(report.render())
     if json_out is not None:
         write_json(json_out, report.to_dict())
+    if html_out is not None:
+        from engine.evaluate.judge_html import write_judge_html
+
+        write_judge_html(report, html_out)
+        note(f"wrote {html_out}")

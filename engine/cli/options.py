@@ -128,8 +128,18 @@ def backend_loader(base_url: str | None) -> Callable[..., Any]:
     return functools.partial(load_backend, base_url=base_url)
 
 
-def judge_model_option(help: str, *, default: str | None = None, old: Sequence[str] = ()) -> Callable[[F], F]:
-    """``--judge-model``: the model that judges (AI feedback, rewards, evaluation)."""
+def judge_model_option(
+    help: str, *, default: str | None = None, old: Sequence[str] = (), multiple: bool = False
+) -> Callable[[F], F]:
+    """``--judge-model``: the model that judges (AI feedback, rewards, evaluation).
+
+    With ``multiple`` the flag is given once per judge, and the value is a tuple.
+    """
+    if multiple:
+        given = () if default is None else (default,)
+        return option(
+            "--judge-model", "judge_model", old=old, multiple=True, default=given, show_default=default, help=help
+        )
     return option("--judge-model", "judge_model", old=old, default=default, show_default=default is not None, help=help)
 
 
@@ -221,6 +231,16 @@ def _pairing(func: F) -> F:
     )(func)
 
 
+def _judge_aggregate(func: F) -> F:
+    return click.option(
+        "--judge-aggregate",
+        type=click.Choice(["mean", "majority"]),
+        default="mean",
+        show_default=True,
+        help="With several --judge-model: label by their mean probability, or by the share of them voting for it.",
+    )(func)
+
+
 def _judge_cot_reader(func: F) -> F:
     return option(
         "--judge-cot-reader",
@@ -255,6 +275,32 @@ def pair_judge_options(func: F) -> F:
         _judge_band,
         _min_margin("Drop pairs with a smaller margin."),
         _pairing,
+        _judge_aggregate,
+    )(func)
+
+
+def judge_check_options(func: F) -> F:
+    """The judge gate before labelling: ``cai generate`` and ``cai label``."""
+    return stack(
+        click.option(
+            "--judge-check",
+            default="builtin",
+            show_default=True,
+            metavar="builtin|FILE|none",
+            help="Check the judge on labelled comparisons before labelling; the accuracy and its interval go "
+            "into labels.json and the card, with a warning when it is no better than chance.",
+        ),
+        click.option(
+            "--judge-check-limit",
+            type=click.IntRange(min=1),
+            help="Comparisons the check uses (default: 32 of the builtin set, every one of a FILE).",
+        ),
+        click.option(
+            "--require-judge-accuracy",
+            type=click.FloatRange(0, 1),
+            metavar="X",
+            help="Refuse to label (exit 3) when the check's accuracy is below X, e.g. 0.7.",
+        ),
     )(func)
 
 

@@ -12,7 +12,7 @@ from typing import Any
 from engine.cards import render_card
 from engine.dataset.build import DATASET_DIR, RunStats
 from engine.judge.stats import LabelStats
-from engine.records.labels import AI_JUDGE, HUMAN, REVISION_ASSUMED_BETTER, JudgeSettings
+from engine.records.labels import AI_JUDGE, HUMAN, REVISION_ASSUMED_BETTER, LabelManifest
 from engine.records.run import RunManifest, Shard, missing_shards
 
 CARD = "README.md"
@@ -23,11 +23,11 @@ def write_card(
     manifest: RunManifest,
     stats: RunStats,
     sizes: dict[str, int],
-    judged: tuple[str, JudgeSettings, LabelStats] | None = None,
+    judged: tuple[LabelManifest, LabelStats] | None = None,
 ) -> Path:
     """Write the dataset card (``README.md``) from the run's provenance.
 
-    ``judged`` is (judge model, judge settings, label statistics) when the judge labelled the pairs.
+    ``judged`` is (the labels' manifest, label statistics) when the judge labelled the pairs.
     """
     path = out / CARD
     text = render_card("engine.dataset", "dataset_card.md.j2", **card_values(out, manifest, stats, sizes, judged))
@@ -40,14 +40,20 @@ def card_values(
     manifest: RunManifest,
     stats: RunStats,
     sizes: dict[str, int],
-    judged: tuple[str, JudgeSettings, LabelStats] | None,
+    judged: tuple[LabelManifest, LabelStats] | None,
 ) -> dict[str, Any]:
     """What the card template shows."""
     current = manifest.constitution
     judge = None
     if judged is not None:
-        model, settings, label_stats = judged
-        judge = {"model": model, "settings": settings, "report": label_stats.render()}
+        labelled_by, label_stats = judged
+        check = labelled_by.check
+        judge = {
+            "model": labelled_by.judge,
+            "settings": labelled_by.settings,
+            "report": label_stats.render(),
+            "check": None if check is None else {"summary": check.summary(), "warnings": check.warnings()},
+        }
     reviewed = sum(stats.human.values())
     review = None
     if reviewed or stats.stale_decisions:

@@ -24,7 +24,7 @@ def build_dataset(run: RunDir, labels: LabelStore | None) -> tuple[Path, dict[st
         tally = LabelTally()
         path, sizes, stats = save_dataset(labels.join(run.rows(), tally), run.path, judged=True, decisions=decisions)
         label_stats = tally.stats()
-        judged = (labels.manifest.judge, labels.manifest.settings, label_stats)
+        judged = (labels.manifest, label_stats)
     write_card(run.path, run.manifest, stats, sizes, judged)
     return path, sizes, stats, label_stats
 

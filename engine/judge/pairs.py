@@ -12,7 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from constitution import Constitution
-from engine.judge.pairwise import Judge, Pair, mean
+from engine.judge.pairwise import Pair, mean
+from engine.judge.panel import PairJudge
 from engine.judge.principles import sample_principles
 from engine.records.labels import TIE, Label, Pairing, Status
 from engine.records.trajectory import Trajectory
@@ -86,7 +87,7 @@ def pairs_to_judge(n: int, pairing: Pairing) -> list[tuple[int, int]]:
     return list(itertools.combinations(range(n), 2))
 
 
-def judge_trajectories(judge: Judge, trajectories: Sequence[Trajectory], constitution: Constitution) -> list[Label]:
+def judge_trajectories(judge: PairJudge, trajectories: Sequence[Trajectory], constitution: Constitution) -> list[Label]:
     """Label a batch of trajectories: every pair they need is judged in one :meth:`Judge.compare` call.
 
     Principles are sampled per trajectory (seeded by the judge's seed and the

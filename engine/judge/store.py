@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from constitution import Constitution
 from engine.judge.pairs import judge_trajectories
-from engine.judge.pairwise import Judge
+from engine.judge.panel import PairJudge
 from engine.judge.stats import LabelTally
 from engine.records.labels import Label, LabelManifest
 from engine.records.trajectory import Trajectory
@@ -94,6 +94,8 @@ class LabelStore:
             self._archive()
         if before is not None and before.differences(self.manifest):
             self._archive()
+        elif before is not None and self.manifest.check is None:
+            self.manifest = self.manifest.model_copy(update={"check": before.check})  # the same judge's earlier check
         atomic_write(self.path / LABEL_MANIFEST, self.manifest.model_dump_json(indent=2) + "\n")
 
     def _archive(self) -> None:
@@ -183,7 +185,7 @@ def _label_id(line: str, path: Path, number: int) -> str | None:
 def label_rows(
     store: LabelStore,
     trajectories: Iterable[Trajectory],
-    judge: Judge,
+    judge: PairJudge,
     constitution: Constitution,
     *,
     labelled: Container[str],

@@ -59,6 +59,10 @@ class JudgeSettings(Record):
     min_margin: float = Field(
         default=0.02, ge=0, le=1, description="Pairs with margin (2 * chosen_prob - 1) below this are dropped."
     )
+    aggregate: Literal["mean", "majority"] = Field(
+        default="mean",
+        description="Several judges: the label is their mean probability, or the share of them voting for a response.",
+    )
 
     @model_validator(mode="after")
     def _band_holds_half(self) -> JudgeSettings:
@@ -84,6 +88,7 @@ class Judgment(Record):
     text: str | None = Field(default=None, description="Chain of thought: the judge's reply, exactly as generated.")
     stated: Verdict | None = Field(default=None, description="Chain of thought: the verdict the reply wrote, if any.")
     unparsed: bool = False
+    judge: str | None = Field(default=None, description="Several judges: the one that made this judgment.")
 
     @property
     def p_first(self) -> float | None:
@@ -107,6 +112,10 @@ class Comparison(Record):
     disagreed: bool = Field(description="The two orders point at different responses (position bias).")
     unparsed: int = Field(description="Order judgments that could not be read.")
     judgments: list[Judgment] = Field(description="Per principle and order: probabilities, raw text, parse.")
+    by_judge: dict[str, float | None] = Field(
+        default_factory=dict, description="Several judges: each judge's own P(first is better)."
+    )
+    split: bool = Field(default=False, description="Several judges: their votes point at different responses.")
 
     @property
     def winner(self) -> Literal["first", "second", "tie"] | None:
@@ -150,19 +159,79 @@ class Label(Record):
         return texts[self.chosen_from], texts[self.rejected_from]
 
 
+class JudgeCheck(Record):
+    """The judge measured on a labelled calibration set before it labelled a run (the judge gate)."""
+
+    source: str = Field(description="The calibration set: builtin (written by this project) or a file.")
+    items: int = Field(description="Comparisons judged (both orders each).")
+    correct: int
+    accuracy: float
+    low: float = Field(description="Lower end of the accuracy's 95% (Wilson) interval.")
+    high: float
+    position_bias_rate: float | None = Field(
+        description="Share of comparisons whose two orders pointed at different responses."
+    )
+    items_hash: str = Field(description="sha256 of the comparisons judged: a resumed run reuses a check of the same.")
+    seconds: float
+
+    @property
+    def in_house(self) -> bool:
+        return self.source == "builtin"
+
+    @property
+    def at_chance(self) -> bool:
+        """The interval reaches 50%: the judge is not shown to be better than a coin."""
+        return self.low <= 0.5
+
+    @property
+    def guessing(self) -> bool:
+        """The two orders disagreed on most comparisons: the judge names a slot, not a response."""
+        return self.position_bias_rate is not None and self.position_bias_rate > 0.5
+
+    def summary(self) -> str:
+        """One line: the accuracy, its interval and the position bias."""
+        where = "the builtin calibration set (written by this project)" if self.in_house else self.source
+        bias = "" if self.position_bias_rate is None else f"; orders disagreed on {self.position_bias_rate:.0%}"
+        return (
+            f"judge check: right on {self.correct} of {self.items} comparisons of {where}: {self.accuracy:.0%} "
+            f"(95% interval {self.low:.0%}-{self.high:.0%}){bias}"
+        )
+
+    def warnings(self) -> list[str]:
+        """What is wrong with the judge, one sentence each (empty when nothing is)."""
+        out = []
+        if self.at_chance:
+            out.append(
+                f"the judge is NOT shown to be better than a coin: its 95% interval reaches {self.low:.0%}, "
+                "at or below chance (50%); its labels may be noise"
+            )
+        if self.guessing:
+            out.append(
+                f"the judge's two orders disagreed on {self.position_bias_rate:.0%} of comparisons: it names the "
+                "same slot whatever the content, i.e. it is guessing, whatever its accuracy says"
+            )
+        return out
+
+
 class LabelManifest(Record):
     """Who labelled a run and how; labels are resumed only under the same manifest."""
 
     schema_version: int = SCHEMA_VERSION
-    judge: str = Field(description="The judge model as given (default, a folder, a hub id).")
+    judge: str = Field(description="The judge model as given (default, a folder, a hub id); the first of a panel.")
+    panel: list[str] = Field(
+        default_factory=list, description="Several judges: every judge's model as given, the first being `judge`."
+    )
     settings: JudgeSettings
     constitution: ConstitutionRef
+    check: JudgeCheck | None = Field(
+        default=None, description="The judge on a labelled calibration set before labelling (None: not checked)."
+    )
 
     def differences(self, other: LabelManifest) -> list[str]:
         """Human-readable fields in which ``other`` differs from this manifest."""
         mine, theirs = self.model_dump(), other.model_dump()
         out = []
-        for key in ("judge", "constitution"):
+        for key in ("judge", "panel", "constitution"):
             if mine[key] != theirs[key]:
                 out.append(f"{key}: {_short(mine[key])} (in the folder) vs {_short(theirs[key])} (now)")
         for key, value in mine["settings"].items():

@@ -10,6 +10,11 @@ judge's chosen and rejected answers when the judge labelled it, else the last
 revision that changed the answer over the first answer (what the dataset
 builder pairs without a judge, and what a person can still accept or flip
 when the judge dropped the row as a tie, low-margin or unparsed).
+
+A run labelled by a panel of judges (``cai generate --judge-model a
+--judge-model b``) records each judge's probability per comparison
+(``by_judge``) and whether their votes split (``split``); labels written before
+panels lack both fields and read as a single judge's (``{}``, ``False``).
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ class PairEntry:
     """The judge's status (labelled, tie, low-margin, unparsed, single) or ``unjudged``."""
     margin: float | None
     disagreed: bool
+    split: bool
+    """A panel's judges voted for different responses in some comparison of the row."""
     unparsed: int
     chosen_from: str
     rejected_from: str
@@ -61,6 +68,7 @@ class PairEntry:
             "status": self.status,
             "margin": self.margin,
             "disagreed": self.disagreed,
+            "split": self.split,
             "unparsed": self.unparsed,
             "snippet": self.prompt[:SNIPPET],
         }
@@ -122,6 +130,8 @@ def _label_fields(row: dict[str, Any]) -> dict[str, Any]:
         "margin": row["margin"],
         "principles": row["principles"],
         "disagreed": any(c["disagreed"] for c in comparisons),
+        "split": any(bool(c.get("split", False)) for c in comparisons),  # missing: a label from before panels
+        "panel": any(bool(c.get("by_judge")) for c in comparisons),
         "unparsed": sum(c["unparsed"] for c in comparisons),
     }
 
@@ -148,11 +158,15 @@ class PairIndex:
             raise RunDirError(f"{run_dir}: no {TRAJECTORIES}; make a run with `cai generate --out {run_dir}`")
         labels: dict[str, tuple[int, dict[str, Any]]] = {}
         self.judged = (run_dir / LABELS).exists()
+        self.panel = False
+        """Some label holds a panel's per-judge probabilities (the page then offers the ``split`` filter)."""
         if self.judged:  # only what the list needs: a full label with every judgment is ~10x larger
             for number, at, line in _lines(run_dir / LABELS):
                 try:
                     row = _object(line)
-                    labels[str(row["id"])] = (at, _label_fields(row))
+                    fields = _label_fields(row)
+                    labels[str(row["id"])] = (at, fields)
+                    self.panel = self.panel or fields["panel"]
                 except (ValueError, KeyError, TypeError, AttributeError) as exc:
                     raise RunDirError(unreadable(run_dir, LABELS, number, exc)) from None
         self.entries: list[PairEntry] = []
@@ -188,6 +202,7 @@ class PairIndex:
             status=label["status"] if label is not None else "unjudged",
             margin=label["margin"] if label is not None else None,
             disagreed=label is not None and label["disagreed"],
+            split=label is not None and label["split"],
             unparsed=label["unparsed"] if label is not None else 0,
             chosen_from=pair[0],
             rejected_from=pair[1],

@@ -10,8 +10,9 @@ model text is inserted as text, never as markup, and even if it were, an
 injected ``<script>`` would not run.
 
 API (JSON)
-    ``GET /api/run``                    run summary, filter values and counts
-    ``GET /api/pairs?…``                one page of the filtered list (``offset``, ``limit`` ≤ 500)
+    ``GET /api/run``                    run summary, filter values and counts; ``panel``: labelled by several judges
+    ``GET /api/pairs?…``                one page of the filtered list (``offset``, ``limit`` ≤ 500; ``disagreed``,
+                                        ``split``, ``unparsed``: true/false)
     ``GET /api/pairs/{id}``             a pair's conversation, critiques, diffs, judge verdicts and decision
     ``POST /api/pairs/{id}/decision``   ``{"action": accept|flip|drop|clear|note, "revision": N, "note"?: str}``
 
@@ -234,6 +235,7 @@ def create_app(run_dir: Path, token: str, *, hosts: tuple[str, ...] = ("127.0.0.
             "rows": index.rows,
             "pairs": len(index.entries),
             "judged": index.judged,
+            "panel": index.panel,
             "facets": index.facets,
             "decisions": log.counts(),
         }
@@ -248,6 +250,7 @@ def create_app(run_dir: Path, token: str, *, hosts: tuple[str, ...] = ("127.0.0.
         min_margin: float | None = Query(None, ge=-1, le=1),
         max_margin: float | None = Query(None, ge=-1, le=1),
         disagreed: bool | None = None,
+        split: bool | None = None,
         unparsed: bool | None = None,
         reviewed: Literal["yes", "no", "accept", "flip", "drop"] | None = None,
         q: str | None = Query(None, max_length=200),
@@ -269,6 +272,8 @@ def create_app(run_dir: Path, token: str, *, hosts: tuple[str, ...] = ("127.0.0.
             if max_margin is not None and e.margin is not None and e.margin > max_margin:
                 return False
             if disagreed is not None and e.disagreed != disagreed:
+                return False
+            if split is not None and e.split != split:
                 return False
             if unparsed is not None and (e.unparsed > 0) != unparsed:
                 return False

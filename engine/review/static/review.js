@@ -58,6 +58,7 @@ async function loadRun() {
     (run.judged ? "" : " (not judged)");
   showCounts(run.decisions);
   const form = document.getElementById("filters");
+  document.getElementById("split-filter").hidden = !run.panel; // only a panel of judges can split
   for (const name of ["category", "principle", "status"]) {
     const select = form.elements[name];
     for (const [value, count] of Object.entries(run.facets[name])) {
@@ -81,6 +82,7 @@ async function loadList(keep) {
       el("span", {}, row.status),
       el("span", {}, `margin ${fmt(row.margin)}`),
       row.disagreed ? el("span", {}, "orders disagree") : null,
+      row.split ? el("span", {}, "judges split") : null,
       row.unparsed ? el("span", {}, `${row.unparsed} unparsed`) : null,
       row.decision ? el("span", { class: `badge ${row.decision}` }, row.decision) : null,
       row.note ? el("span", {}, "✎") : null),
@@ -123,6 +125,9 @@ function renderPair(p) {
   const rejected = flipped ? p.chosen_from : p.rejected_from;
   const text = (name) => name === p.chosen_from ? p.texts.chosen : p.texts.rejected;
   const judge = p.judge;
+  // A panel of judges: one column per judge with its own P(first better); the names are data, shown as text.
+  const judges = judge ? [...new Set(judge.comparisons.flatMap((c) => Object.keys(c.by_judge || {})))] : [];
+  const byJudge = (c, name) => c.by_judge && Object.prototype.hasOwnProperty.call(c.by_judge, name) ? c.by_judge[name] : null;
   const detail = document.getElementById("detail");
   detail.replaceChildren(...[
     el("h2", {}, `${p.id} · ${p.category || "(no category)"} · judge: ${p.status}` +
@@ -139,13 +144,17 @@ function renderPair(p) {
     el("div", { class: "pair" },
       el("div", { class: "side chosen", id: "chosen" }, el("span", { class: "what" }, `chosen: ${chosen}`), text(chosen)),
       el("div", { class: "side rejected", id: "rejected" }, el("span", { class: "what" }, `rejected: ${rejected}`), text(rejected))),
-    judge ? [el("h2", {}, `Judge ${judge.model}: P(chosen better) = ${fmt(judge.chosen_prob)}`),
+    judge ? [el("h2", {}, `${judges.length ? "Judges" : "Judge"} ${judge.model}: P(chosen better) = ${fmt(judge.chosen_prob)}`),
       el("table", { id: "judge" },
-        el("tr", {}, ["pair", "P(first better)", "shown first", "shown second", "principles", "orders disagree", "unparsed"].map((h) => el("th", {}, h))),
+        el("tr", {}, ["pair", "P(first better)", "shown first", "shown second", "principles", "orders disagree", "unparsed"].map((h) => el("th", {}, h)),
+          judges.length ? el("th", {}, "judges split") : null,
+          judges.map((name) => el("th", { class: "judge-name", "data-judge": name }, `P(first better) by ${name}`))),
         judge.comparisons.map((c) => el("tr", {},
           el("td", {}, `${c.first} vs ${c.second}`), el("td", {}, fmt(c.p_first)),
           el("td", {}, fmt(c.p_first_shown_first)), el("td", {}, fmt(c.p_first_shown_second)),
-          el("td", {}, c.principles.join(", ")), el("td", {}, c.disagreed ? "yes" : "no"), el("td", {}, c.unparsed))))]
+          el("td", {}, c.principles.join(", ")), el("td", {}, c.disagreed ? "yes" : "no"), el("td", {}, c.unparsed),
+          judges.length ? el("td", { class: "split" }, c.split ? "yes" : "no") : null,
+          judges.map((name) => el("td", { class: "by-judge", "data-judge": name }, fmt(byJudge(c, name)))))))]
       : el("p", { class: "empty" }, "This run is not judged: the pair is the last revision over the first answer."),
     el("div", { id: "actions" },
       el("button", { type: "button", id: "accept", onclick: () => decide("accept") }, "Accept (a)"),

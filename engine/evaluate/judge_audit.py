@@ -1,0 +1,149 @@
+"""Auditing judges: which items a labelled file gives each protocol, and every judge scored on them.
+
+:func:`load_audit_items` reads a labelled file for the protocols asked for
+(``ours``, ``as-written``, ``both`` or ``auto``); :func:`audit_judges` scores
+each judge under each of them and gathers a
+:class:`~engine.evaluate.judge_report.JudgeReport`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from constitution import Constitution
+from engine.backends.base import Backend
+from engine.evaluate.choice_files import ChoiceItem, is_option_label, load_choice_items
+from engine.evaluate.comparisons import BUILTIN_COMPARISONS, JudgeDataError, LabelledComparison, load_comparisons
+from engine.evaluate.judge_accuracy import (
+    AS_WRITTEN,
+    OURS,
+    JudgeEval,
+    comparison_principles,
+    evaluate_as_written,
+    evaluate_judge,
+)
+from engine.evaluate.judge_report import JudgeReport
+from engine.judge.pairwise import Judge
+from engine.records.labels import JudgeSettings
+
+_Item = TypeVar("_Item", LabelledComparison, ChoiceItem)
+
+
+@dataclass(frozen=True)
+class AuditItems:
+    """What one labelled file gives each protocol."""
+
+    file: str
+    comparisons: tuple[LabelledComparison, ...]
+    """For our protocol (empty: not scored by it)."""
+    choices: tuple[ChoiceItem, ...]
+    """For the file's own prompt (empty: not scored as written)."""
+    notes: tuple[str, ...] = ()
+
+
+def published_shape(source: str | Path) -> bool:
+    """Whether a file looks like a published multiple-choice evaluation (its first line's ``corrects`` are letters)."""
+    path = Path(source)
+    if str(source) == "builtin" or not path.is_file():
+        return False
+    try:
+        with path.open(encoding="utf-8-sig") as handle:
+            for line in handle:
+                if line.strip():
+                    row = json.loads(line)
+                    if not isinstance(row, dict):
+                        return False
+                    corrects = row.get("corrects")
+                    return (
+                        isinstance(row.get("prompt"), str)
+                        and isinstance(corrects, list)
+                        and bool(corrects)
+                        and all(is_option_label(v) for v in corrects)
+                    )
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False  # the loaders say what is wrong with the file
+    return False
+
+
+def load_audit_items(source: str | Path, protocol: str, *, limit: int | None = None, seed: int = 0) -> AuditItems:
+    """The items of a labelled file (``builtin``, a JSONL file, a reviewed run folder) for ``protocol``.
+
+    ``auto`` scores a published multiple-choice file by both protocols (as
+    written only when its options are not responses) and anything else by ours.
+
+    Raises:
+        JudgeDataError: The file cannot be read, or cannot be scored by the protocol asked for.
+    """
+    where = "builtin" if str(source) == "builtin" else str(source)
+    published = published_shape(source)
+    if protocol in (AS_WRITTEN, "both") and not published:
+        raise JudgeDataError(
+            f"--protocol {protocol} needs a published multiple-choice file (the whole question as `prompt`, "
+            "with an `Options:` block, and `corrects`/`incorrects` holding option letters such as ' (A)'); "
+            "score this one with --protocol ours",
+            file=where,
+        )
+    notes: list[str] = []
+    choices: list[ChoiceItem] = []
+    if published:
+        choices = load_choice_items(source)
+        if limit is not None:
+            choices = _sample(choices, limit, seed)
+    comparisons: list[LabelledComparison] = []
+    if protocol in (OURS, "both") or (protocol == "auto" and (not published or _all_responses(choices))):
+        comparisons = load_comparisons(source)
+    elif protocol == "auto":
+        try:  # options that are not responses, unless the lines give the two transcripts
+            comparisons = load_comparisons(source)
+        except JudgeDataError as exc:
+            notes.append(f"scored as written only: our protocol compares two responses, and {exc}")
+    if published:
+        lines = {c.line for c in choices}
+        comparisons = [c for c in comparisons if c.line in lines]
+    elif limit is not None:
+        comparisons = _sample(comparisons, limit, seed)
+    scored_as_written = protocol in (AS_WRITTEN, "both") or (protocol == "auto" and published)
+    if source == "builtin" or Path(source) == BUILTIN_COMPARISONS:
+        notes.append(
+            "the shipped set was written by this project: in-house evidence only; "
+            "measure a judge on the field's published evaluations too"
+        )
+    return AuditItems(where, tuple(comparisons), tuple(choices) if scored_as_written else (), tuple(notes))
+
+
+def _all_responses(choices: Sequence[ChoiceItem]) -> bool:
+    return all(c.responses for c in choices)
+
+
+def _sample(items: Sequence[_Item], limit: int, seed: int) -> list[_Item]:
+    """A sample of ``limit`` items spread over their categories, as ``cai eval --limit`` takes prompts."""
+    from engine.sources import sample_ids
+
+    chosen = sample_ids(((c.id, None, c.category) for c in items), limit, seed=seed)
+    return [c for c in items if c.id in chosen]
+
+
+def audit_judges(
+    specs: Sequence[str],
+    backends: Callable[[str], Backend],
+    items: AuditItems,
+    constitution: Constitution,
+    settings: JudgeSettings,
+) -> JudgeReport:
+    """Score every judge (a model spec each, loaded one at a time) under every protocol ``items`` holds."""
+    principles = comparison_principles(items.comparisons, constitution, settings.principles, settings.seed)
+    evaluations: list[JudgeEval] = []
+    for spec in specs:
+        backend = backends(spec)
+        if items.comparisons:
+            judge = Judge(backend, settings, constitution)
+            evaluations.append(evaluate_judge(judge, items.comparisons, principles, file=items.file))
+        if items.choices:
+            evaluations.append(evaluate_as_written(backend, items.choices, file=items.file))
+        del backend
+    evaluations.sort(key=lambda e: e.protocol != OURS)  # ours first, each protocol's judges in the order given
+    return JudgeReport.of(items.file, evaluations, items.notes)
