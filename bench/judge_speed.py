@@ -24,10 +24,10 @@ import argparse
 import time
 
 import constitution
+from engine.audit.accuracy import comparison_principles
+from engine.audit.comparisons import load_comparisons
 from engine.backends import load_backend
 from engine.backends.base import SamplingParams, ScoreRequest
-from engine.evaluate.comparisons import load_comparisons
-from engine.evaluate.judge_accuracy import comparison_principles
 from engine.judge import OPTIONS, Judge, Pair, read_verdict
 
 

@@ -28,14 +28,14 @@ from pathlib import Path
 
 import constitution as constitution_lib
 from constitution import Constitution
+from engine.audit.comparisons import LabelledComparison
+from engine.audit.gate import check_items, gate
 from engine.backends import load_backend
 from engine.backends.base import Backend, SamplingParams
 from engine.config import GenerateConfig, judge_settings
 from engine.critique import LoopSettings, run_loop
 from engine.dataset.of_run import build_dataset
 from engine.errors import USAGE, UserError
-from engine.evaluate.comparisons import LabelledComparison
-from engine.evaluate.judge_gate import check_items, gate
 from engine.judge import (
     LABEL_MANIFEST,
     LABELS,

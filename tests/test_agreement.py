@@ -1,4 +1,4 @@
-"""engine.judge.agreement against values worked out by hand."""
+"""engine.audit.agreement against values worked out by hand."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Hashable, Sequence
 
 import pytest
 
-from engine.judge.agreement import cohen_kappa, krippendorff_alpha, majority
+from engine.audit.agreement import cohen_kappa, krippendorff_alpha, majority
 
 
 def test_kappa_two_by_two() -> None:

@@ -1,4 +1,4 @@
-"""engine.evaluate.calibration against values worked out by hand."""
+"""engine.audit.calibration against values worked out by hand."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from engine.evaluate.calibration import (
+from engine.audit.calibration import (
     COVERAGE_MARGINS,
     ReliabilityBin,
     brier_score,

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.backends.base import Backend, Completion, SamplingParams, ScoreRequest
-from engine.evaluate.choice_files import (
+from engine.audit.choice_files import (
     ChoiceOption,
     is_option_label,
     load_choice_items,
@@ -18,7 +17,8 @@ from engine.evaluate.choice_files import (
     score_as_written,
     split_transcript,
 )
-from engine.evaluate.comparisons import JudgeDataError, load_comparisons
+from engine.audit.comparisons import JudgeDataError, load_comparisons
+from engine.backends.base import Backend, Completion, SamplingParams, ScoreRequest
 
 DATA = Path(__file__).resolve().parent / "data" / "published"
 HHH = DATA / "hhh_two_options.jsonl"

@@ -16,10 +16,10 @@ from click.testing import CliRunner
 import constitution
 import engine.backends
 from constitution.taxonomy import HARM_TAGS
+from engine.audit.comparisons import BUILTIN_COMPARISONS, JudgeDataError, load_comparisons
 from engine.backends.base import Backend, ScoreRequest
 from engine.backends.scripted import ScriptedBackend
 from engine.cli import cli
-from engine.evaluate.comparisons import BUILTIN_COMPARISONS, JudgeDataError, load_comparisons
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = load_comparisons("builtin")

@@ -11,11 +11,11 @@ import pytest
 from click.testing import CliRunner
 
 import engine.backends
+from engine.audit.comparisons import load_comparisons
+from engine.audit.gate import BUILTIN_CHECK_ITEMS, check_items
 from engine.backends.base import Backend, ScoreRequest
 from engine.backends.scripted import ScriptedBackend, longer_is_better
 from engine.cli import cli
-from engine.evaluate.comparisons import load_comparisons
-from engine.evaluate.judge_gate import BUILTIN_CHECK_ITEMS, check_items
 
 SHIPPED = load_comparisons("builtin")
 BETTER = {(c.response_a if c.better == "A" else c.response_b) for c in SHIPPED}
@@ -88,9 +88,11 @@ def test_a_guessing_judge_is_warned_about_and_recorded(judge: Callable[..., Coun
     check = json.loads((tmp_path / "run" / "labels.json").read_text())["check"]
     assert check["source"] == "builtin" and check["items"] == BUILTIN_CHECK_ITEMS
     assert check["correct"] == 0 and check["position_bias_rate"] == 1.0 and check["low"] == 0.0
-    assert "!! WARNING: judge check: right on 0 of 32" in stderr
+    assert f"!! WARNING: judge check: right on 0 of {BUILTIN_CHECK_ITEMS}" in stderr
     assert "NOT shown to be better than a coin" in stderr and "it is guessing" in stderr
-    assert "judge check: right on 0 of 32" in stdout  # said again at the end, after the progress bars
+    assert (
+        f"judge check: right on 0 of {BUILTIN_CHECK_ITEMS}" in stdout
+    )  # said again at the end, after the progress bars
     card = (tmp_path / "run" / "README.md").read_text()
     assert "## How good is the judge?" in card and "**Warning: the judge is NOT shown to be better" in card
 
@@ -101,15 +103,15 @@ def test_a_good_judge_passes_quietly_and_its_check_is_reused_on_resume(
     counting = judge(knows_the_shipped_answers)
     code, stdout, stderr = generate(tmp_path / "run")
     assert code == 0, stderr
-    assert "WARNING" not in stderr and "judge check: right on 32 of 32" in stdout
+    assert "WARNING" not in stderr and f"judge check: right on {BUILTIN_CHECK_ITEMS} of {BUILTIN_CHECK_ITEMS}" in stdout
     check = json.loads((tmp_path / "run" / "labels.json").read_text())["check"]
-    assert check["accuracy"] == 1.0 and check["low"] > 0.85 and check["position_bias_rate"] == 0.0
+    assert check["accuracy"] == 1.0 and check["low"] > 0.8 and check["position_bias_rate"] == 0.0
     assert "above chance" in (tmp_path / "run" / "README.md").read_text()
     before = counting.scored
     code, _, stderr = generate(tmp_path / "run", "--limit", "6")  # two more prompts: the judge labels them
     assert code == 0, stderr
     assert "checked earlier, in labels.json" in stderr
-    assert counting.scored - before < 2 * BUILTIN_CHECK_ITEMS  # the 32 checked comparisons were not judged again
+    assert counting.scored - before < 2 * BUILTIN_CHECK_ITEMS  # the checked comparisons were not judged again
     assert json.loads((tmp_path / "run" / "labels.json").read_text())["check"] == check
 
 

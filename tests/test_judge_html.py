@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.evaluate.formatting import DASH
-from engine.evaluate.judge_accuracy import OURS, PROTOCOLS, JudgeEval, Scored, measure
-from engine.evaluate.judge_html import (
+from engine.audit.accuracy import OURS, PROTOCOLS, JudgeEval, Scored, measure
+from engine.audit.html import (
     CSP,
     coverage_plot,
     percent,
@@ -20,7 +19,8 @@ from engine.evaluate.judge_html import (
     render_judge_html,
     write_judge_html,
 )
-from engine.evaluate.judge_report import JudgeReport
+from engine.audit.report import JudgeReport
+from engine.evaluate.formatting import DASH
 
 SCRIPT = "<script>alert(1)</script>"
 QUOTE = '" onmouseover="alert(3)'

@@ -229,7 +229,7 @@ def echo_check(check: JudgeCheck | None) -> None:
     """The judge check again at the end of a run (progress bars have scrolled its first mention away)."""
     if check is None:
         return
-    from engine.evaluate.judge_gate import warning_block
+    from engine.audit.gate import warning_block
 
     click.echo(check.summary())
     block = warning_block(check)

@@ -1,8 +1,7 @@
 """``cai judge-eval``: how well the AI-feedback judge agrees with human-labelled comparisons.
 
-The comparisons come from :mod:`engine.evaluate.comparisons` (the shipped set,
-a JSONL file, or the pairs people reviewed in a run), the judge from
-:mod:`engine.judge`, the measurements from :mod:`engine.evaluate.judge_accuracy`.
+The labelled items, the protocols, the measurements and the report are
+:mod:`engine.audit`; the judge is :mod:`engine.judge`.
 """
 
 from __future__ import annotations
@@ -117,9 +116,9 @@ def judge_eval(
         cai judge-eval runs/demo          # against the pairs reviewed in runs/demo
     """
     from constitution import load
+    from engine.audit.judges import audit_judges, load_audit_items
     from engine.cli.options import judge_settings
     from engine.cli.output import note, write_json
-    from engine.evaluate.judge_audit import audit_judges, load_audit_items
 
     settings = judge_settings(
         judge_principles=judge_principles,
@@ -143,7 +142,7 @@ def judge_eval(
     if json_out is not None:
         write_json(json_out, report.to_dict())
     if html_out is not None:
-        from engine.evaluate.judge_html import write_judge_html
+        from engine.audit.html import write_judge_html
 
         write_judge_html(report, html_out)
         note(f"wrote {html_out}")

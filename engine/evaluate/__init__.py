@@ -13,6 +13,8 @@ Where things live, in the order an evaluation runs:
 - :mod:`.metrics`: how one answer counts, rates with bootstrap intervals, Elo;
 - :mod:`.aggregate`: from stored records to the report's numbers (no model called);
 - :mod:`.report`: the report's JSON schema, comparison of reports, CI gates;
-- :mod:`.html`, :mod:`.formatting`, :mod:`.charts` and ``templates/``: ``report.html``;
-- :mod:`.comparisons`, :mod:`.judge_accuracy`: the judge against human labels.
+- :mod:`.html`, :mod:`.formatting`, :mod:`.charts` and ``templates/``: ``report.html``
+  (``templates/judge_eval.html.j2`` is :mod:`engine.audit.html`'s page, in the same style).
+
+How good the judge itself is (``cai judge-eval``, the judge gate) is :mod:`engine.audit`.
 """

@@ -65,10 +65,13 @@ Choosing the pair of a trajectory
     and counted. :func:`choose_pair` is a pure function of the judged
     probabilities; :class:`LabelStats` summarises a labelling run.
 
-Accuracy check
-    :mod:`engine.evaluate.judge_accuracy` runs the judge on human-labelled
-    comparisons (``cai judge-eval``) and reports accuracy, accuracy per order
-    and the position-bias rate.
+Panels
+    :class:`~engine.judge.panel.Panel`: several judges label together (their
+    mean probability or majority), each judge's probability kept.
+
+How good a judge is
+    :mod:`engine.audit` measures judges on labelled comparisons (``cai
+    judge-eval``) and checks the judge before a run is labelled (the gate).
 """
 
 from engine.judge.pairs import Choice, choose_pair, judge_trajectories, pairs_to_judge

@@ -1,11 +1,11 @@
 """``cai judge-eval``'s whole report: every judge under every protocol on one labelled file, and their agreement.
 
-A :class:`JudgeReport` holds one :class:`~engine.evaluate.judge_accuracy.JudgeEval`
+A :class:`JudgeReport` holds one :class:`~engine.audit.accuracy.JudgeEval`
 per judge and protocol, and per protocol the
-:class:`~engine.evaluate.judge_agreement.Agreement` of the judges when there
+:class:`~engine.audit.agreement.Agreement` of the judges when there
 are several. It renders as text, as JSON (``--json``) and as an HTML page
 with the reliability diagram and the accuracy-coverage curve (``--html``,
-:mod:`engine.evaluate.judge_html`).
+:mod:`engine.audit.html`).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from engine.evaluate.judge_accuracy import PROTOCOLS, JudgeEval
-from engine.evaluate.judge_agreement import Agreement, agreement
+from engine.audit.accuracy import PROTOCOLS, JudgeEval
+from engine.audit.agreement import Agreement, agreement
 from engine.records.base import SCHEMA_VERSION
 
 

@@ -15,29 +15,44 @@ import json
 from collections.abc import Callable, Sequence
 
 from constitution import Constitution
+from engine.audit.accuracy import OURS, comparison_principles, evaluate_judge
+from engine.audit.comparisons import LabelledComparison
+from engine.audit.judges import load_audit_items
 from engine.errors import GATE, UserError
-from engine.evaluate.comparisons import LabelledComparison
-from engine.evaluate.judge_accuracy import OURS, comparison_principles, evaluate_judge
-from engine.evaluate.judge_audit import load_audit_items
 from engine.judge.panel import PairJudge
 from engine.judge.store import LabelStore
 from engine.records.labels import JudgeCheck
+from engine.sources import sample_ids
 
-BUILTIN_CHECK_ITEMS = 32
-"""Comparisons the builtin check judges (sampled once, the same every run, spread over the categories)."""
+BUILTIN_CHECK_ITEMS = 16
+"""Comparisons the builtin check judges: sampled once (the same every run), spread over the categories."""
+BUILTIN_CHECK_MAX_CHARS = 1000
+"""The builtin check samples comparisons of at most this many characters (conversation and both responses):
+the check runs before every labelling, so it is kept to seconds on the embedded model; the long
+multi-turn comparisons are left to ``cai judge-eval`` (and to ``--judge-check-limit``, which samples all)."""
 CHECK_SEED = 0
 """The builtin check's sample does not follow a run's --seed: every run is checked on the same items."""
 
 
 def check_items(source: str, limit: int | None = None) -> list[LabelledComparison]:
-    """The comparisons a check judges: ``builtin`` (a fixed sample of :data:`BUILTIN_CHECK_ITEMS`) or a file's.
+    """The comparisons a check judges: ``builtin`` (a fixed sample, see :data:`BUILTIN_CHECK_ITEMS`) or a file's.
+
+    Args:
+        source: ``builtin`` or a JSONL file of labelled comparisons.
+        limit: Judge this many, sampled over the categories (default: every one of a file).
 
     Raises:
         JudgeDataError: The file cannot be read or gives no comparison for our protocol.
     """
     if limit is None and source == "builtin":
-        limit = BUILTIN_CHECK_ITEMS
+        short = [c for c in load_audit_items(source, OURS).comparisons if _size(c) <= BUILTIN_CHECK_MAX_CHARS]
+        chosen = sample_ids(((c.id, None, c.category) for c in short), BUILTIN_CHECK_ITEMS, seed=CHECK_SEED)
+        return [c for c in short if c.id in chosen]
     return list(load_audit_items(source, OURS, limit=limit, seed=CHECK_SEED).comparisons)
+
+
+def _size(c: LabelledComparison) -> int:
+    return len(c.response_a) + len(c.response_b) + sum(len(m["content"]) for m in c.conversation)
 
 
 def items_hash(items: Sequence[LabelledComparison]) -> str:

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.backends.base import Chat
-from engine.evaluate.choice_files import (
+from engine.audit.choice_files import (
     ChoiceItem,
     JudgeDataError,
     choice_item,
@@ -28,6 +27,7 @@ from engine.evaluate.choice_files import (
     row_id,
     split_transcript,
 )
+from engine.backends.base import Chat
 from engine.records.decisions import REVIEWS, ReviewError, load_decisions
 from engine.records.labels import Verdict
 from engine.records.trajectory import Trajectory
@@ -84,7 +84,7 @@ def load_comparisons(source: str | Path) -> list[LabelledComparison]:
     correct / incorrect reply) are checked against the options, or give the
     conversation and the two replies when the options are not responses. A
     file whose options are phrases (harm categories) is scored as written
-    (:mod:`engine.evaluate.choice_files`), not by this protocol.
+    (:mod:`engine.audit.choice_files`), not by this protocol.
 
     Raises:
         JudgeDataError: The file is missing or unreadable, a line is not a JSON

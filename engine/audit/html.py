@@ -1,4 +1,4 @@
-"""Render ``cai judge-eval``'s :class:`~engine.evaluate.judge_report.JudgeReport` as one self-contained HTML page.
+"""Render ``cai judge-eval``'s :class:`~engine.audit.report.JudgeReport` as one self-contained HTML page.
 
 The page (``--html``) holds a summary table of every judge under every
 protocol, then per evaluation a reliability diagram and an accuracy-coverage
@@ -25,13 +25,13 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
+from engine.audit.accuracy import PROTOCOLS, Group, JudgeEval
+from engine.audit.agreement import Agreement
+from engine.audit.calibration import CoveragePoint, wilson_interval
+from engine.audit.report import JudgeReport
 from engine.evaluate import formatting
-from engine.evaluate.calibration import CoveragePoint, wilson_interval
 from engine.evaluate.charts import AXIS, GRID, Tick
 from engine.evaluate.formatting import DASH, PALETTE, finite, short
-from engine.evaluate.judge_accuracy import PROTOCOLS, Group, JudgeEval
-from engine.evaluate.judge_agreement import Agreement
-from engine.evaluate.judge_report import JudgeReport
 from engine.rundir import atomic_write
 
 __all__ = [

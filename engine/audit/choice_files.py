@@ -9,7 +9,7 @@ such a prompt, :func:`load_choice_items` such a file, and
 :func:`score_as_written` asks a model the file's own question.
 
 What every labelled file shares lives here too, because
-:mod:`engine.evaluate.comparisons` needs this grammar (so it cannot be imported
+:mod:`engine.audit.comparisons` needs this grammar (so it cannot be imported
 from there): :class:`JudgeDataError`, the one JSONL reader (:func:`read_rows`)
 and the id and category rules (:func:`row_id`, :func:`row_category`).
 """

@@ -20,8 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from constitution import Constitution, Principle
 from constitution.errors import did_you_mean
-from engine.backends.base import Backend
-from engine.evaluate.calibration import (
+from engine.audit.calibration import (
     CoveragePoint,
     ReliabilityBin,
     brier_score,
@@ -31,7 +30,8 @@ from engine.evaluate.calibration import (
     reliability_bins,
     wilson_interval,
 )
-from engine.evaluate.comparisons import JudgeDataError, LabelledComparison
+from engine.audit.comparisons import JudgeDataError, LabelledComparison
+from engine.backends.base import Backend
 from engine.judge.pairwise import Pair, mean
 from engine.judge.panel import PairJudge
 from engine.judge.principles import sample_principles
@@ -39,7 +39,7 @@ from engine.judge.stats import QUANTILE_NAMES, pct, quantiles
 from engine.records.labels import TIE, Comparison
 
 if TYPE_CHECKING:
-    from engine.evaluate.choice_files import ChoiceItem
+    from engine.audit.choice_files import ChoiceItem
 
 OURS = "ours"
 AS_WRITTEN = "as-written"
@@ -359,7 +359,7 @@ def evaluate_judge(
 
     Args:
         judge: The judge to check.
-        items: The comparisons (see :func:`~engine.evaluate.comparisons.load_comparisons`).
+        items: The comparisons (see :func:`~engine.audit.comparisons.load_comparisons`).
         principles: Principles per comparison (see :func:`comparison_principles`).
         file: Name of the source, for the report.
         chunk: Most comparisons per :meth:`Judge.compare` call.
@@ -424,7 +424,7 @@ def evaluate_as_written(
     backend: Backend, items: Sequence[ChoiceItem], *, file: str = "", chunk: int = 256
 ) -> JudgeEval:
     """Score a published multiple-choice file as written (option-label log-probabilities) and measure agreement."""
-    from engine.evaluate.choice_files import score_as_written
+    from engine.audit.choice_files import score_as_written
 
     start = time.perf_counter()
     found = score_as_written(backend, items, chunk=chunk)

@@ -3,7 +3,7 @@
 :func:`load_audit_items` reads a labelled file for the protocols asked for
 (``ours``, ``as-written``, ``both`` or ``auto``); :func:`audit_judges` scores
 each judge under each of them and gathers a
-:class:`~engine.evaluate.judge_report.JudgeReport`.
+:class:`~engine.audit.report.JudgeReport`.
 """
 
 from __future__ import annotations
@@ -15,10 +15,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from constitution import Constitution
-from engine.backends.base import Backend
-from engine.evaluate.choice_files import ChoiceItem, is_option_label, load_choice_items
-from engine.evaluate.comparisons import BUILTIN_COMPARISONS, JudgeDataError, LabelledComparison, load_comparisons
-from engine.evaluate.judge_accuracy import (
+from engine.audit.accuracy import (
     AS_WRITTEN,
     OURS,
     JudgeEval,
@@ -26,7 +23,10 @@ from engine.evaluate.judge_accuracy import (
     evaluate_as_written,
     evaluate_judge,
 )
-from engine.evaluate.judge_report import JudgeReport
+from engine.audit.choice_files import ChoiceItem, is_option_label, load_choice_items
+from engine.audit.comparisons import BUILTIN_COMPARISONS, JudgeDataError, LabelledComparison, load_comparisons
+from engine.audit.report import JudgeReport
+from engine.backends.base import Backend
 from engine.judge.pairwise import Judge
 from engine.records.labels import JudgeSettings
 
