@@ -202,8 +202,8 @@ class JudgeCheck(Record):
         out = []
         if self.at_chance:
             out.append(
-                f"the judge is NOT shown to be better than a coin: its 95% interval reaches {self.low:.0%}, "
-                "at or below chance (50%); its labels may be noise"
+                f"the judge is NOT shown to be better than a coin: its 95% interval ({self.low:.0%}-{self.high:.0%}) "
+                "reaches down to chance (50%); its labels may be noise"
             )
         if self.guessing:
             out.append(
