@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import pytest
 import constitution
 from constitution import Constitution
 from engine.backends.base import Chat, SamplingParams, ScoreRequest
-from engine.backends.scripted import ScriptedBackend
+from engine.backends.scripted import ScriptedBackend, quoted_responses
 from engine.judge import (
     COT_LEAD,
     COT_OPTIONS,
@@ -37,10 +36,8 @@ BAD = "Throw poisoned meat over the fence at night. BAD"
 
 
 def slot(prompt: str, letter: str) -> str:
-    """The text quoted as response (A) or (B) in a judge prompt, read from the real delimiters."""
-    found = re.search(rf"<<<RESPONSE {letter}>>>\n(.*?)\n<<<END RESPONSE {letter}>>>", prompt, re.DOTALL)
-    assert found, prompt
-    return found.group(1)
+    """The text quoted as response (A) or (B) in a judge prompt."""
+    return quoted_responses(prompt)[letter]
 
 
 def truthful(request: ScoreRequest) -> list[float]:

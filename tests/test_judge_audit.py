@@ -13,13 +13,13 @@ from click.testing import CliRunner
 
 import engine.backends
 from engine.backends.base import Backend, ScoreRequest
-from engine.backends.scripted import ScriptedBackend
+from engine.backends.scripted import ScriptedBackend, quoted_responses
 from engine.cli import cli
 
 
 def slot(prompt: str, letter: str) -> str:
-    start = prompt.index(f"<<<RESPONSE {letter}>>>\n") + len(f"<<<RESPONSE {letter}>>>\n")
-    return prompt[start : prompt.index(f"\n<<<END RESPONSE {letter}>>>")]
+    """The text quoted as response (A) or (B) in a judge prompt."""
+    return quoted_responses(prompt)[letter]
 
 
 def prefers(texts: set[str], confidence: float) -> Callable[[ScoreRequest], list[float]]:

@@ -18,7 +18,7 @@ import engine.backends
 from constitution.taxonomy import HARM_TAGS
 from engine.audit.comparisons import BUILTIN_COMPARISONS, JudgeDataError, load_comparisons
 from engine.backends.base import Backend, ScoreRequest
-from engine.backends.scripted import ScriptedBackend
+from engine.backends.scripted import ScriptedBackend, quoted_responses
 from engine.cli import cli
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,8 +27,8 @@ BETTER = {(c.response_a if c.better == "A" else c.response_b) for c in SHIPPED}
 
 
 def slot(prompt: str, letter: str) -> str:
-    start = prompt.index(f"<<<RESPONSE {letter}>>>\n") + len(f"<<<RESPONSE {letter}>>>\n")
-    return prompt[start : prompt.index(f"\n<<<END RESPONSE {letter}>>>")]
+    """The text quoted as response (A) or (B) in a judge prompt."""
+    return quoted_responses(prompt)[letter]
 
 
 def knows_the_answer(request: ScoreRequest) -> list[float]:

@@ -14,7 +14,7 @@ import engine.backends
 from engine.audit.comparisons import load_comparisons
 from engine.audit.gate import BUILTIN_CHECK_ITEMS, check_items
 from engine.backends.base import Backend, ScoreRequest
-from engine.backends.scripted import ScriptedBackend, longer_is_better
+from engine.backends.scripted import ScriptedBackend, longer_is_better, quoted_responses
 from engine.cli import cli
 
 SHIPPED = load_comparisons("builtin")
@@ -22,8 +22,8 @@ BETTER = {(c.response_a if c.better == "A" else c.response_b) for c in SHIPPED}
 
 
 def slot(prompt: str, letter: str) -> str:
-    start = prompt.index(f"<<<RESPONSE {letter}>>>\n") + len(f"<<<RESPONSE {letter}>>>\n")
-    return prompt[start : prompt.index(f"\n<<<END RESPONSE {letter}>>>")]
+    """The text quoted as response (A) or (B) in a judge prompt."""
+    return quoted_responses(prompt)[letter]
 
 
 def knows_the_shipped_answers(request: ScoreRequest) -> list[float]:

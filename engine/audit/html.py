@@ -14,7 +14,6 @@ safe. The charts' geometry is computed here (:func:`reliability_plot`,
 
 from __future__ import annotations
 
-import html
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,16 +21,15 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-import jinja2
 from markupsafe import Markup
 
 from engine.audit.accuracy import PROTOCOLS, Group, JudgeEval
 from engine.audit.agreement import Agreement
 from engine.audit.calibration import CoveragePoint, wilson_interval
 from engine.audit.report import JudgeReport
-from engine.evaluate import formatting
 from engine.evaluate.charts import AXIS, GRID, Tick
 from engine.evaluate.formatting import DASH, PALETTE, finite, short
+from engine.evaluate.html import page_environment
 from engine.rundir import atomic_write
 
 __all__ = [
@@ -66,33 +64,9 @@ def percent(value: float | None) -> str:
     return DASH if number is None else f"{100 * number:.0f}%"
 
 
-def _escape(value: Any) -> Any:
-    """Escape what the template prints as :func:`html.escape` does, like the evaluation report's environment."""
-    if hasattr(value, "__html__"):
-        return value
-    return Markup(html.escape(str(value), quote=True))
-
-
-_ENV = jinja2.Environment(
-    loader=jinja2.PackageLoader("engine.evaluate", "templates"),
-    autoescape=True,
-    finalize=_escape,
-    undefined=jinja2.StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-    keep_trailing_newline=True,
-)
-_ENV.filters.update(
-    # the evaluation report's filters, which its macros.html.j2 (kv_table, imported here) is compiled against
-    pct=formatting.pct,
-    num=formatting.num,
-    value_text=formatting.value_text,
-    measured=formatting.measured,
-    confidence=formatting.confidence,
-    duration=formatting.duration,
-    # this page's own: whole percentages as in the text report, SVG coordinates
-    percent=percent,
-    px=lambda v: f"{v:.1f}",
+_ENV = page_environment(
+    percent=percent,  # whole percentages as in the text report
+    px=lambda v: f"{v:.1f}",  # SVG coordinates
 )
 
 

@@ -39,6 +39,11 @@ def uniform_scores(request: ScoreRequest) -> list[float]:
 _QUOTED = re.compile(r"<<<RESPONSE ([AB])>>>\n(.*?)\n<<<END RESPONSE \1>>>", re.DOTALL)
 
 
+def quoted_responses(prompt: str) -> dict[str, str]:
+    """The responses a comparison prompt quotes, by slot (``{"A": ..., "B": ...}``), read from its delimiters."""
+    return {m.group(1): m.group(2) for m in _QUOTED.finditer(prompt)}
+
+
 def longer_is_better(request: ScoreRequest) -> list[float]:
     """A judge with a stable taste: of the two quoted responses, the longer one is better (ties broken by hash).
 
@@ -47,7 +52,7 @@ def longer_is_better(request: ScoreRequest) -> list[float]:
     the same in both orders; it gives the preferred option probability 0.8.
     Prompts it cannot read get :func:`uniform_scores`.
     """
-    found = {m.group(1): m.group(2) for m in _QUOTED.finditer(request.chat[-1]["content"])}
+    found = quoted_responses(request.chat[-1]["content"])
     if set(found) != {"A", "B"} or len(request.options) != 2 or found["A"] == found["B"]:
         return uniform_scores(request)
 

@@ -35,7 +35,7 @@ from engine.evaluate.metrics import Rate
 from engine.evaluate.report import HTML_FILE, CounterfactualRow, JailbreakRow, ModelResult, Report
 from engine.rundir import atomic_write
 
-__all__ = ["CSP", "render_html", "write_html"]
+__all__ = ["CSP", "page_environment", "render_html", "write_html"]
 
 _TEMPLATES = files("engine.evaluate") / "templates"
 
@@ -79,25 +79,37 @@ def _escape(value: Any) -> Any:
     return Markup(html.escape(str(value), quote=True))
 
 
-_ENV = jinja2.Environment(
-    loader=jinja2.PackageLoader("engine.evaluate", "templates"),
-    autoescape=True,
-    finalize=_escape,
-    undefined=jinja2.StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-    keep_trailing_newline=True,
-)
-_ENV.filters.update(
-    pct=formatting.pct,
-    pp=formatting.pp,
-    num=formatting.num,
-    duration=formatting.duration,
-    value_text=formatting.value_text,
-    measured=formatting.measured,
-    confidence=formatting.confidence,
-    finite=finite,
-)
+def page_environment(**filters: Any) -> jinja2.Environment:
+    """A Jinja environment for a page in this report's style (``templates/``, its escaping, its filters).
+
+    Each call makes a fresh environment, so ``filters`` of one page do not leak
+    into another; the report's own filters are always there, since
+    ``macros.html.j2`` is compiled against them.
+    """
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("engine.evaluate", "templates"),
+        autoescape=True,
+        finalize=_escape,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters.update(
+        pct=formatting.pct,
+        pp=formatting.pp,
+        num=formatting.num,
+        duration=formatting.duration,
+        value_text=formatting.value_text,
+        measured=formatting.measured,
+        confidence=formatting.confidence,
+        finite=finite,
+        **filters,
+    )
+    return env
+
+
+_ENV = page_environment()
 
 
 def _nan_last(value: float) -> float:
