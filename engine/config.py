@@ -123,7 +123,7 @@ class GenerateConfig(BaseModel):
     judge_check_limit: int | None = Field(
         default=None,
         ge=1,
-        description="Comparisons the judge check uses (default: 32 of the builtin set, all of a file).",
+        description="Comparisons the judge check uses (default: 16 of the builtin set, all of a file).",
     )
     require_judge_accuracy: float | None = Field(
         default=None, ge=0, le=1, description="Refuse to label when the judge check's accuracy is below this."

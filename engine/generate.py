@@ -363,7 +363,7 @@ def label(
         constitution: Principles to judge under (default: the run's own copy, ``constitution.yaml``).
         force: Judge again with settings other than those of the labels in the folder (they are kept beside).
         judge_check: Check the judge first on labelled comparisons: ``builtin``, a JSONL file, or ``none``.
-        judge_check_limit: Comparisons the check uses (default: 32 of the builtin set, all of a file).
+        judge_check_limit: Comparisons the check uses (default: 16 of the builtin set, all of a file).
         require_judge_accuracy: Refuse to label when the check's accuracy is below this.
         say: Called with a note about what ``force`` replaces, and with the judge check's result.
 

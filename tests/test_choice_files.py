@@ -175,7 +175,7 @@ def test_a_file_of_nine_phrases_is_scored_as_written_only() -> None:
         load_comparisons(HARM)
     assert str(caught.value) == (
         f"{HARM}:1: the options of this file are not responses (e.g. '(A) violence'); "
-        "our protocol compares two responses: judge it with --protocol as-written"
+        "our protocol compares two responses: judge it as written (`cai judge-eval FILE --protocol as-written`)"
     )
 
 

@@ -103,3 +103,27 @@ def test_label_with_an_agreeing_panel(judges: Callable[..., None], tmp_path: Pat
     judged = [c for row in rows for c in row["comparisons"]]
     assert judged and not any(c["split"] for c in judged)
     assert any(row["status"] == "labelled" and row["chosen_prob"] == pytest.approx(0.8) for row in rows)
+
+
+def test_a_panel_run_splits_show_in_the_review_filter(judges: Callable[..., None], tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from engine.review.server import create_app
+
+    def long_then_short(request: ScoreRequest) -> list[float]:
+        """Agrees with the longer-is-better judge when the prompt has an odd length, and disagrees otherwise."""
+        scores = longer_is_better(request)
+        return scores if len(request.chat[-1]["content"]) % 2 else list(reversed(scores))
+
+    judges({"long": longer_is_better, "mixed": long_then_short})
+    code, _, stderr = generate(tmp_path / "run", "--judge-model", "long", "--judge-model", "mixed", "--limit", "8")
+    assert code == 0, stderr
+    split = {row["id"] for row in labels(tmp_path / "run") if any(c["split"] for c in row["comparisons"])}
+    token = "panel-end-to-end-token-01"
+    client = TestClient(create_app(tmp_path / "run", token, hosts=("testserver",)))
+    auth = {"X-Review-Token": token}
+    assert client.get("/api/run", headers=auth).json()["panel"] is True
+    listed = {row["id"] for row in client.get("/api/pairs?limit=500&split=true", headers=auth).json()["rows"]}
+    others = {row["id"] for row in client.get("/api/pairs?limit=500&split=false", headers=auth).json()["rows"]}
+    assert listed == split and not listed & others
+    assert listed and others  # the mixed judge agrees on some pairs and not on others

@@ -254,13 +254,13 @@ def _published(
         first = parsed.options[0]
         raise fail(
             f"the options of this file are not responses (e.g. '({first.label}) {_short(first.text)}'); "
-            "our protocol compares two responses: judge it with --protocol as-written"
+            "our protocol compares two responses: judge it as written (`cai judge-eval FILE --protocol as-written`)"
         )
     if mentions_options(item.prompt):
         raise fail(
             "the options of this prompt could not be read as responses (each ' (A) [[[response]]]' on its own line "
             "after 'Options:', below a Human:/Assistant: conversation that ends with the human); give text_correct "
-            "and text_incorrect, or judge it with --protocol as-written"
+            "and text_incorrect, or judge it as written (`cai judge-eval FILE --protocol as-written`)"
         )
     example = next(v for v in _list(row.get("corrects")) if is_option_label(v))
     raise fail("corrects/incorrects: " + _LETTERS.format(example=example))

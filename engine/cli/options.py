@@ -293,7 +293,7 @@ def judge_check_options(func: F) -> F:
         click.option(
             "--judge-check-limit",
             type=click.IntRange(min=1),
-            help="Comparisons the check uses (default: 32 of the builtin set, every one of a FILE).",
+            help="Comparisons the check uses (default: 16 of the builtin set, every one of a FILE).",
         ),
         click.option(
             "--require-judge-accuracy",
