@@ -32,10 +32,10 @@ from engine.audit.calibration import (
 )
 from engine.audit.comparisons import JudgeDataError, LabelledComparison
 from engine.backends.base import Backend
-from engine.judge.pairwise import Pair, mean
+from engine.judge.pairwise import Pair, mean, opposed, vote
 from engine.judge.panel import PairJudge
 from engine.judge.principles import sample_principles
-from engine.judge.stats import QUANTILE_NAMES, pct, quantiles
+from engine.judge.stats import named_quantiles, pct
 from engine.records.labels import TIE, Comparison
 
 if TYPE_CHECKING:
@@ -76,7 +76,7 @@ class Scored:
 
 def right(p: float | None) -> bool:
     """Whether a probability of the human choice counts as the judge agreeing (a tie does not)."""
-    return p is not None and p > 0.5 + TIE
+    return vote(p) == "first"
 
 
 @dataclass(frozen=True)
@@ -266,7 +266,7 @@ def measure(
     as_a = [s.better_as_a for s in scored if s.better_as_a is not None]
     as_b = [s.better_as_b for s in scored if s.better_as_b is not None]
     both = [s for s in scored if s.better_as_a is not None and s.better_as_b is not None]
-    biased = sum(_disagree(s.better_as_a, s.better_as_b) for s in both)
+    biased = sum(opposed(s.better_as_a, s.better_as_b) for s in both)
     probs, outcomes = mirrored(ps) if binary else ([], [])
     margins = [abs(2 * p - 1) for p in known] if binary else []
     kept = [p for p in known if abs(p - 0.5) > TIE and abs(2 * p - 1) >= min_margin] if binary else []
@@ -299,7 +299,7 @@ def measure(
         min_margin=min_margin,
         kept=len(kept),
         kept_correct=sum(p > 0.5 for p in kept),
-        margins=dict(zip(QUANTILE_NAMES, (round(m, 4) for m in quantiles(margins)), strict=False)),
+        margins=named_quantiles(margins),
         mean_p_correct=mean(known),
         by_category={name: _group(values) for name, values in categories.items()},
         by_principle={name: _group(values) for name, values in principles.items()},
@@ -307,11 +307,6 @@ def measure(
         extra=extra or {},
         results=tuple(scored),
     )
-
-
-def _disagree(a: float | None, b: float | None) -> bool:
-    """Two orders that point at different responses (neither a tie)."""
-    return a is not None and b is not None and min(abs(a - 0.5), abs(b - 0.5)) > TIE and (a > 0.5) != (b > 0.5)
 
 
 # ------------------------------------------------------------------ our protocol

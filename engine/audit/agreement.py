@@ -21,8 +21,8 @@ from typing import Any
 
 from engine.audit.accuracy import JudgeEval, right
 from engine.audit.calibration import wilson_interval
-from engine.judge.pairwise import mean
-from engine.judge.panel import panel_names, vote
+from engine.judge.pairwise import mean, vote
+from engine.judge.panel import panel_names
 from engine.judge.stats import pct
 
 

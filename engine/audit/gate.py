@@ -17,12 +17,11 @@ from collections.abc import Callable, Sequence
 from constitution import Constitution
 from engine.audit.accuracy import OURS, comparison_principles, evaluate_judge
 from engine.audit.comparisons import LabelledComparison
-from engine.audit.judges import load_audit_items
+from engine.audit.judges import load_audit_items, sample_items
 from engine.errors import GATE, UserError
 from engine.judge.panel import PairJudge
 from engine.judge.store import LabelStore
 from engine.records.labels import JudgeCheck
-from engine.sources import sample_ids
 
 BUILTIN_CHECK_ITEMS = 16
 """Comparisons the builtin check judges: sampled once (the same every run), spread over the categories."""
@@ -46,8 +45,7 @@ def check_items(source: str, limit: int | None = None) -> list[LabelledCompariso
     """
     if limit is None and source == "builtin":
         short = [c for c in load_audit_items(source, OURS).comparisons if _size(c) <= BUILTIN_CHECK_MAX_CHARS]
-        chosen = sample_ids(((c.id, None, c.category) for c in short), BUILTIN_CHECK_ITEMS, seed=CHECK_SEED)
-        return [c for c in short if c.id in chosen]
+        return sample_items(short, BUILTIN_CHECK_ITEMS, CHECK_SEED)
     return list(load_audit_items(source, OURS, limit=limit, seed=CHECK_SEED).comparisons)
 
 

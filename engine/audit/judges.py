@@ -29,6 +29,7 @@ from engine.audit.report import JudgeReport
 from engine.backends.base import Backend
 from engine.judge.pairwise import Judge
 from engine.records.labels import JudgeSettings
+from engine.sources import sample_ids
 
 _Item = TypeVar("_Item", LabelledComparison, ChoiceItem)
 
@@ -92,7 +93,7 @@ def load_audit_items(source: str | Path, protocol: str, *, limit: int | None = N
     if published:
         choices = load_choice_items(source)
         if limit is not None:
-            choices = _sample(choices, limit, seed)
+            choices = sample_items(choices, limit, seed)
     comparisons: list[LabelledComparison] = []
     if protocol in (OURS, "both") or (protocol == "auto" and (not published or _all_responses(choices))):
         comparisons = load_comparisons(source)
@@ -105,7 +106,7 @@ def load_audit_items(source: str | Path, protocol: str, *, limit: int | None = N
         lines = {c.line for c in choices}
         comparisons = [c for c in comparisons if c.line in lines]
     elif limit is not None:
-        comparisons = _sample(comparisons, limit, seed)
+        comparisons = sample_items(comparisons, limit, seed)
     scored_as_written = protocol in (AS_WRITTEN, "both") or (protocol == "auto" and published)
     if source == "builtin" or Path(source) == BUILTIN_COMPARISONS:
         notes.append(
@@ -119,10 +120,8 @@ def _all_responses(choices: Sequence[ChoiceItem]) -> bool:
     return all(c.responses for c in choices)
 
 
-def _sample(items: Sequence[_Item], limit: int, seed: int) -> list[_Item]:
+def sample_items(items: Sequence[_Item], limit: int, seed: int) -> list[_Item]:
     """A sample of ``limit`` items spread over their categories, as ``cai eval --limit`` takes prompts."""
-    from engine.sources import sample_ids
-
     chosen = sample_ids(((c.id, None, c.category) for c in items), limit, seed=seed)
     return [c for c in items if c.id in chosen]
 

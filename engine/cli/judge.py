@@ -11,9 +11,6 @@ from typing import TYPE_CHECKING
 
 import click
 
-if TYPE_CHECKING:
-    from engine.backends.base import Backend
-
 from engine.cli.options import (
     FILE,
     base_url_option,
@@ -26,6 +23,9 @@ from engine.cli.options import (
     judge_model_option,
     seed_option,
 )
+
+if TYPE_CHECKING:
+    from engine.backends.base import Backend
 
 
 @click.command(name="judge-eval")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from constitution import Constitution, Principle
 from engine.backends.base import Backend, Chat, ScoreRequest
@@ -146,6 +147,18 @@ def mean(values: Sequence[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def vote(p: float | None) -> Literal["first", "second"] | None:
+    """Which response a probability P(first is better) points at; None for a tie, or no probability."""
+    if p is None or abs(p - 0.5) <= TIE:
+        return None
+    return "first" if p > 0.5 else "second"
+
+
+def opposed(a: float | None, b: float | None) -> bool:
+    """Two probabilities that point at different responses (neither a tie): two orders, or two judges."""
+    return vote(a) is not None and vote(b) is not None and vote(a) != vote(b)
+
+
 def _combine(pair: Pair, judgments: Sequence[Judgment]) -> Comparison:
     by_principle: dict[str, dict[Verdict, float | None]] = {}
     for j in judgments:
@@ -159,12 +172,7 @@ def _combine(pair: Pair, judgments: Sequence[Judgment]) -> Comparison:
             shown_second.append(b)
     first, second = mean(shown_first), mean(shown_second)
     p = None if first is None or second is None else (first + second) / 2
-    disagreed = (
-        first is not None
-        and second is not None
-        and min(abs(first - 0.5), abs(second - 0.5)) > TIE
-        and (first > 0.5) != (second > 0.5)
-    )
+    disagreed = opposed(first, second)
     return Comparison(
         p_first=p,
         p_first_shown_first=first,

@@ -18,8 +18,8 @@ from typing import Protocol
 
 from constitution import Constitution
 from engine.backends.base import Backend
-from engine.judge.pairwise import Judge, Pair, mean
-from engine.records.labels import TIE, Comparison, JudgeSettings
+from engine.judge.pairwise import Judge, Pair, mean, opposed, vote
+from engine.records.labels import Comparison, JudgeSettings
 
 
 class PairJudge(Protocol):
@@ -31,13 +31,6 @@ class PairJudge(Protocol):
     def model(self) -> str: ...
 
     def compare(self, pairs: Sequence[Pair]) -> list[Comparison]: ...
-
-
-def vote(p: float | None) -> str | None:
-    """Which response a probability points at: ``first``, ``second``, or None (a tie, or none)."""
-    if p is None or abs(p - 0.5) <= TIE:
-        return None
-    return "first" if p > 0.5 else "second"
 
 
 class Panel:
@@ -83,7 +76,7 @@ class Panel:
             p_first_shown_first=first,
             p_first_shown_second=second,
             principles=found[0].principles,
-            disagreed=vote(first) is not None and vote(second) is not None and vote(first) != vote(second),
+            disagreed=opposed(first, second),
             unparsed=sum(c.unparsed for c in found),
             judgments=judgments,
             by_judge=by_judge,

@@ -28,6 +28,11 @@ def quantiles(values: Sequence[float], points: Sequence[float] = (0.0, 0.1, 0.25
     return out
 
 
+def named_quantiles(values: Sequence[float]) -> dict[str, float]:
+    """The :data:`QUANTILE_NAMES` quantiles of ``values``, rounded to 4 places (empty when there are none)."""
+    return dict(zip(QUANTILE_NAMES, (round(m, 4) for m in quantiles(values)), strict=False))
+
+
 @dataclass(frozen=True)
 class LabelStats:
     """How trustworthy a labelling run's labels are."""
@@ -151,7 +156,7 @@ class LabelTally:
             comparisons=self.comparisons,
             disagreements=self.disagreements,
             unparsed_judgments=self.unparsed,
-            margins=dict(zip(QUANTILE_NAMES, (round(m, 4) for m in quantiles(self.margins)), strict=False)),
+            margins=named_quantiles(self.margins),
         )
 
 
