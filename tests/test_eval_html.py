@@ -8,7 +8,6 @@ import math
 import re
 import shutil
 import subprocess
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,8 @@ from engine.evaluate.report import (
     Report,
     Timings,
 )
+from tests.html_page import Page
+from tests.html_page import parse as parse_page
 
 SCRIPT = "<script>alert(1)</script>"
 BREAKOUT = '</details><img src="https://evil.example/x.png" onerror="alert(2)">'
@@ -176,65 +177,14 @@ def minimal_report() -> Report:
     return Report(created="now", cai_version="0.4.0", judge=None, constitution_hash="abc", settings={}, models=[only])
 
 
-class Page(HTMLParser):
-    """The parts of a page the tests look at: tag balance, tags and attributes, table cells."""
-
-    CHECKED = frozenset({"html", "head", "body", "main", "section", "details", "summary", "table", "tr", "td", "th"})
-    CHECKED |= frozenset({"svg", "g", "text", "title", "select", "option", "pre", "script", "style"})
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.stack: list[str] = []
-        self.errors: list[str] = []
-        self.starts: list[tuple[str, dict[str, str | None]]] = []
-        self.tables: dict[str, list[list[str]]] = {}
-        self.table: str | None = None
-        self.cell: list[str] | None = None
-        self.script = ""
-        self.in_script = False
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.starts.append((tag, dict(attrs)))
-        if tag in self.CHECKED:
-            self.stack.append(tag)
-        if tag == "table":
-            self.table = dict(attrs).get("id") or f"table{len(self.tables)}"
-            self.tables[self.table] = []
-        elif tag == "tr" and self.table:
-            self.tables[self.table].append([])
-        elif tag in ("td", "th"):
-            self.cell = []
-        self.in_script = tag == "script"
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in ("td", "th") and self.cell is not None and self.table:
-            self.tables[self.table][-1].append(" ".join("".join(self.cell).split()))
-            self.cell = None
-        if tag == "table":
-            self.table = None
-        if tag == "script":
-            self.in_script = False
-        if tag not in self.CHECKED:
-            return
-        if not self.stack or self.stack[-1] != tag:
-            self.errors.append(f"</{tag}> closes {self.stack[-1] if self.stack else 'nothing'}")
-            return
-        self.stack.pop()
-
-    def handle_data(self, data: str) -> None:
-        if self.cell is not None:
-            self.cell.append(data)
-        if self.in_script:
-            self.script += data
+CHECKED = frozenset(
+    {"html", "head", "body", "main", "section", "details", "summary", "table", "tr", "td", "th"}
+) | frozenset({"svg", "g", "text", "title", "select", "option", "pre", "script", "style"})
+"""The tags whose balance the tests check."""
 
 
 def parse(page: str) -> Page:
-    parser = Page()
-    parser.feed(page)
-    parser.close()
-    assert parser.errors == []
-    assert parser.stack == [], f"unclosed: {parser.stack}"
-    return parser
+    return parse_page(page, CHECKED)
 
 
 def row_of(table: list[list[str]], first: str) -> list[str]:

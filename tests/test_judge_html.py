@@ -5,7 +5,6 @@ from __future__ import annotations
 import html
 import math
 from collections.abc import Sequence
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,8 @@ from engine.audit.html import (
 )
 from engine.audit.report import JudgeReport
 from engine.evaluate.formatting import DASH
+from tests.html_page import Page
+from tests.html_page import parse as parse_page
 
 SCRIPT = "<script>alert(1)</script>"
 QUOTE = '" onmouseover="alert(3)'
@@ -78,73 +79,16 @@ def wilson(k: int, n: int) -> tuple[float, float]:
     return centre - half, centre + half
 
 
-class Page(HTMLParser):
-    """Tag balance, tags with their attributes, and table cells by table id."""
-
-    CHECKED = frozenset(
-        {"html", "head", "body", "main", "header", "nav", "section", "div", "details", "summary", "ul", "li", "p"}
-        | {"h1", "h2", "h3", "h4", "table", "thead", "tbody", "tr", "td", "th", "a", "span", "small", "b", "code"}
-        | {"svg", "g", "text", "title", "style", "script"}
-    )
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.stack: list[str] = []
-        self.errors: list[str] = []
-        self.starts: list[tuple[str, dict[str, str | None]]] = []
-        self.tables: dict[str, list[list[str]]] = {}
-        self.table: str | None = None
-        self.cell: list[str] | None = None
-        self.titles: list[str] = []
-        self.title: list[str] | None = None
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.starts.append((tag, dict(attrs)))
-        if tag in self.CHECKED:
-            self.stack.append(tag)
-        if tag == "table":
-            self.table = dict(attrs).get("id") or f"table{len(self.tables)}"
-            self.tables[self.table] = []
-        elif tag == "tr" and self.table:
-            self.tables[self.table].append([])
-        elif tag in ("td", "th"):
-            self.cell = []
-        elif tag == "title":
-            self.title = []
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in ("td", "th") and self.cell is not None and self.table:
-            self.tables[self.table][-1].append(" ".join("".join(self.cell).split()))
-            self.cell = None
-        elif tag == "table":
-            self.table = None
-        elif tag == "title" and self.title is not None:
-            self.titles.append("".join(self.title))
-            self.title = None
-        if tag not in self.CHECKED:
-            return
-        if not self.stack or self.stack[-1] != tag:
-            self.errors.append(f"</{tag}> closes {self.stack[-1] if self.stack else 'nothing'}")
-            return
-        self.stack.pop()
-
-    def handle_data(self, data: str) -> None:
-        if self.cell is not None:
-            self.cell.append(data)
-        if self.title is not None:
-            self.title.append(data)
-
-    def tag(self, name: str, **attrs: str) -> list[dict[str, str | None]]:
-        return [a for t, a in self.starts if t == name and all(a.get(k) == v for k, v in attrs.items())]
+CHECKED = frozenset(
+    {"html", "head", "body", "main", "header", "nav", "section", "div", "details", "summary", "ul", "li", "p"}
+    | {"h1", "h2", "h3", "h4", "table", "thead", "tbody", "tr", "td", "th", "a", "span", "small", "b", "code"}
+    | {"svg", "g", "text", "title", "style", "script"}
+)
+"""The tags whose balance the tests check."""
 
 
 def parse(page: str) -> Page:
-    parser = Page()
-    parser.feed(page)
-    parser.close()
-    assert parser.errors == []
-    assert parser.stack == [], f"unclosed: {parser.stack}"
-    return parser
+    return parse_page(page, CHECKED)
 
 
 def row_of(table: list[list[str]], first: str) -> list[str]:
