@@ -59,6 +59,28 @@ def build_tiny_model(tokenizer_dir: Path, out: Path) -> Path:
     return out
 
 
+def build_tiny_reward_model(tokenizer_dir: Path, out: Path) -> Path:
+    """Write a tiny random Llama preference model (one scalar output, seeded, fp32) with the tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    config = LlamaConfig(
+        **TINY_CONFIG,
+        vocab_size=len(tokenizer),
+        num_labels=1,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    model = LlamaForSequenceClassification(config)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    return out
+
+
 def tiny_model_dir(tmp_root: Path) -> Path:
     """A folder holding the tiny model: the user-cache copy if there is one, else built under ``tmp_root``.
 

@@ -345,14 +345,14 @@ def test_sft_rows_become_prompt_and_completion(run: Path) -> None:
 
 
 def test_shipped_recipes_fit_trl_config_classes() -> None:
-    from trl import DPOConfig, GRPOConfig, SFTConfig
+    from engine.train.methods import METHODS
 
     recipes = builtin_recipes()
-    assert {"sft-cpu-demo", "dpo-cpu-demo", "dpo-lora", "grpo-cpu-demo"} <= set(recipes)
-    classes = {"sft": (SFTConfig, DPOConfig), "dpo": (DPOConfig, SFTConfig), "grpo": (GRPOConfig, DPOConfig)}
+    assert {"sft-cpu-demo", "dpo-cpu-demo", "dpo-lora", "grpo-cpu-demo", "rm-cpu-demo", "rm-lora"} <= set(recipes)
     for name in recipes:
         recipe = read_recipe(name)
-        config_class, other = classes[name.split("-")[0]]
+        method = METHODS[name.split("-")[0]]  # type: ignore[index]
+        config_class, other = method.config_class(), method.near_config_class()
         config, _ = build_config(config_class, recipe, {}, run_defaults(Path("unused")), other)
         assert config.learning_rate > 0
         if "lora" in name:

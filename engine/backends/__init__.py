@@ -21,6 +21,9 @@ Model specs understood by ``load_backend`` (and by ``--model`` on the CLI):
     ``base_url`` (``--base-url``), else ``$OPENAI_BASE_URL``, else OpenAI's;
     the key comes from ``$CAI_API_KEY`` or ``$OPENAI_API_KEY``. See
     :mod:`engine.backends.openai_compat`.
+``rm:PATH``
+    Not a backend: a preference model trained with ``cai train rm``, taken
+    where a judge or a reward is (:mod:`engine.backends.reward_model`).
 ``vllm:NAME_OR_PATH``
     A hub id or model folder run in this process by vLLM on the GPU(s), with
     prefix caching on (``pip install 'cai-engine[vllm]'``); ``vllm:default`` is
@@ -69,6 +72,11 @@ def load_backend(
         from engine.backends.vllm import from_spec as vllm_from_spec
 
         return vllm_from_spec(spec, dtype=dtype, device=device)
+    if spec.startswith("rm:"):
+        raise BackendError(
+            f"{spec}: a preference model scores responses, it does not write them; "
+            "use it as --judge-model or --reward-model, and give --model a language model"
+        )
     if spec.startswith(("http://", "https://")):
         raise BackendError(
             f"{spec}: a server address is not a model; use --model openai:NAME --base-url {spec} "

@@ -26,6 +26,7 @@ def train() -> None:
     sft   supervised fine-tuning on the final (revised) answers: the `sft` split
     dpo   preference optimisation on the AI-labelled pairs: the `preferences` split
     grpo  online RLAIF: sampled completions rewarded by the constitutional judge
+    rm    a preference model (reward model) on the AI-labelled pairs
 
     Settings are TRL's own config fields, from a recipe (--config: a shipped
     name or a YAML file; `cai train recipes` lists them), with flags on top
@@ -40,11 +41,13 @@ def train() -> None:
     """
 
 
-def _train_options(*, data_required: bool = True) -> Callable[[F], F]:
-    """Options shared by `cai train sft`, `dpo` and `grpo`."""
-    data_help = "A `cai generate` output folder." + ("" if data_required else " Its final answers are references.")
+def _train_options(*, data_required: bool = True, data_help: str | None = None, many: bool = False) -> Callable[[F], F]:
+    """Options shared by `cai train sft`, `dpo`, `grpo` and `rm` (``many``: --data repeats)."""
+    if data_help is None:
+        data_help = "A `cai generate` output folder." + ("" if data_required else " Its final answers are references.")
+    data_type = str if many else click.Path(path_type=Path)
     return stack(
-        click.option("--data", required=data_required, type=click.Path(path_type=Path), help=data_help),
+        click.option("--data", required=data_required, multiple=many, type=data_type, help=data_help),
         out_option("Folder of the new model.", required=True, kind=click.Path(path_type=Path)),
         click.option("--model", default="default", show_default=True, help="Base model: default, a folder, a hub id."),
         click.option("--config", "recipe", metavar="RECIPE", help="Shipped recipe name or YAML file of TRL fields."),
@@ -94,6 +97,7 @@ TRL_FLAGS = {
     "bf16": "bf16",
     "report_to": "report_to",
     "beta": "beta",
+    "eval_batch_size": "per_device_eval_batch_size",
 }
 """Flags that set a field of TRL's config (flag's parameter -> field), over the recipe's value."""
 
@@ -154,6 +158,11 @@ def _run_train(kind: Kind, params: dict[str, Any]) -> None:
         f"in {result.seconds:.0f} s, mean train loss {loss}"
     )
     click.echo(f"model: {result.out}  (card: {result.out / 'README.md'})")
+    if kind == "rm":
+        click.echo(str(result.evaluation.get("summary", "")))
+        click.echo(f"use it: cai label RUN --judge-model rm:{result.out}   (or --reward-model rm:{result.out})")
+        click.echo(f"check it: cai judge-eval --judge-model rm:{result.out}")
+        return
     click.echo(f"use it: cai generate --model {result.out} --out runs/next")
     base = params.get("model") or "default"
     click.echo(f"evaluate it: cai eval --model {result.out} --baseline {base} --out runs/eval-{result.out.name}")
@@ -177,23 +186,29 @@ def train_sft(**params: Any) -> None:
     _run_train("sft", params)
 
 
+_label_options = stack(
+    click.option(
+        "--labels",
+        type=click.Choice(["auto", "hard", "weighted", "soft"]),
+        default="auto",
+        show_default=True,
+        help="How the judge's chosen_prob is used: ignored (hard), as a loss weight, or as the target.",
+    ),
+    click.option(
+        "--min-margin",
+        type=click.FloatRange(0, 1),
+        default=0.0,
+        show_default=True,
+        help="Drop judged pairs whose margin (2 * chosen_prob - 1) is below this.",
+    ),
+)
+"""``--labels`` and ``--min-margin``: how `dpo` and `rm` read the judge's soft labels."""
+
+
 @train.command(name="dpo")
 @_train_options()
 @click.option("--beta", type=float, help="DPO temperature: how far the policy may move from the reference.")
-@click.option(
-    "--labels",
-    type=click.Choice(["auto", "hard", "weighted", "soft"]),
-    default="auto",
-    show_default=True,
-    help="How the judge's chosen_prob is used: ignored (hard), as a loss weight, or as the target.",
-)
-@click.option(
-    "--min-margin",
-    type=click.FloatRange(0, 1),
-    default=0.0,
-    show_default=True,
-    help="Drop judged pairs whose margin (2 * chosen_prob - 1) is below this.",
-)
+@_label_options
 def train_dpo(**params: Any) -> None:
     """Direct preference optimisation on the AI-labelled pairs (the `preferences` split), with TRL's DPOTrainer.
 
@@ -254,6 +269,51 @@ def train_grpo(**params: Any) -> None:
         if value is not None:
             params["sets"] = (*params["sets"], f"{flag}={value}")
     _run_train("grpo", params)
+
+
+@train.command(name="rm")
+@_train_options(
+    many=True,
+    data_help=(
+        "Pairs: a `cai generate` run folder, a saved dataset, a JSONL file of TRL preference rows, or hf:NAME. "
+        "Repeat to mix sources."
+    ),
+)
+@_label_options
+@click.option(
+    "--heldout",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.1,
+    show_default=True,
+    help="Fraction of prompts held out to measure the model's accuracy (0: none).",
+)
+@click.option("--eval-batch-size", type=click.IntRange(min=1), help="Held-out pairs per device and pass.")
+def train_rm(**params: Any) -> None:
+    """Train a preference model (reward model) on the AI-labelled pairs, with TRL's RewardTrainer.
+
+    A scalar head on the base model learns r(prompt, response) so that the
+    chosen response scores higher: a Bradley-Terry loss whose target is the
+    judge's chosen_prob (--labels soft, the default for judged pairs), so a
+    pair the judge was 70% sure of is fitted to 70%. Pairs a person decided
+    in `cai review` count as sure labels. --data repeats: runs, reviewed runs
+    and any preference dataset in TRL's format mix into one training set. A
+    held-out part of the prompts (--heldout) measures how often the trained
+    model ranks pairs as labelled; the card and cai-train.json report it with
+    a 95% interval.
+
+    The result is a plain model folder; give it as rm:OUT wherever a judge or
+    a reward is taken: cai label --judge-model rm:OUT, cai judge-eval
+    --judge-model rm:OUT, cai train grpo --reward-model rm:OUT, cai generate
+    --best-of 4 --reward-model rm:OUT.
+
+    \b
+    Examples:
+        cai train rm --data runs/demo --out models/rm --config rm-cpu-demo
+        cai train rm --data runs/a --data runs/b --data pairs.jsonl --out models/rm --labels hard
+        cai train rm --data runs/big --out models/rm --config rm-lora --heldout 0.2
+    """
+    params["sources"] = list(params.pop("data"))
+    _run_train("rm", params)
 
 
 @train.command(name="recipes")

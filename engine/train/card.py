@@ -84,6 +84,7 @@ def card_text(options: TrainOptions, result: TrainResult, recipe: Recipe, base_m
         processes=result.processes,
         distributed=result.distributed,
         resumed_from=result.resumed_from,
+        evaluation=result.evaluation.get("summary"),
         notes=result.notes,
         settings=_recipe_block(result.settings),
         out=options.out,

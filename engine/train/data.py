@@ -88,6 +88,8 @@ class TrainData:
     run_dir: Path | None = None
     source: str = ""
     """Where the rows came from, for the card (default: the data folder)."""
+    heldout: Dataset | None = None
+    """Reward model: the pairs set aside to measure accuracy (None: none)."""
 
     def __post_init__(self) -> None:
         if not self.source and self.folder is not None:
@@ -209,7 +211,7 @@ def _check_nonempty(data: Dataset, where: str, split: str, hint: str) -> None:
         raise TrainError(f"{where}: split {split!r} is empty: {hint}")
 
 
-def _provenance(out: TrainData) -> None:
+def record_provenance(out: TrainData) -> None:
     if out.run_dir is not None:
         try:
             manifest = json.loads((out.run_dir / "run.json").read_text(encoding="utf-8"))
@@ -268,7 +270,7 @@ def sft_data(
     if limit is not None:
         data = data.select(range(min(limit, len(data))))
     out = TrainData(data, folder, dataset_dir, split, total, notes=notes, run_dir=run_dir)
-    _provenance(out)
+    record_provenance(out)
     return out
 
 
@@ -279,6 +281,52 @@ def _label_values(prob: float | None, margin: float | None) -> tuple[float | Non
     if margin is None and prob is not None:
         margin = 2 * prob - 1
     return prob, margin
+
+
+def read_labels(data: Dataset, where: str) -> tuple[list[float | None], list[float | None]]:
+    """Each pair's judged probability and margin (None where the pair carries neither).
+
+    Raises:
+        TrainError: A probability outside [0, 1].
+    """
+    total = len(data)
+    probs: list[float | None] = [None] * total
+    margins: list[float | None] = [None] * total
+    if PROB_COLUMN not in data.column_names and MARGIN_COLUMN not in data.column_names:
+        return probs, margins
+    raw_p = data[PROB_COLUMN] if PROB_COLUMN in data.column_names else [None] * total
+    raw_m = data[MARGIN_COLUMN] if MARGIN_COLUMN in data.column_names else [None] * total
+    for i, (p, m) in enumerate(zip(raw_p, raw_m, strict=True)):
+        p, m = _label_values(p, m)
+        if p is not None and not 0.0 <= p <= 1.0:
+            raise TrainError(f"{where}: row {i}: {PROB_COLUMN} must be a probability in [0, 1], not {p}")
+        probs[i], margins[i] = p, m
+    return probs, margins
+
+
+def resolve_mode(labels: str, judged: int, notes: list[str]) -> str:
+    """The label mode in effect: ``auto`` is soft when some pair is judged; soft or weighted without any is hard."""
+    if labels == "auto":
+        return "soft" if judged else "hard"
+    if labels in ("weighted", "soft") and not judged:
+        notes.append(f"the pairs carry no judge probabilities ({PROB_COLUMN}): --labels {labels} trains on hard labels")
+        return "hard"
+    return labels
+
+
+def targets_and_weights(
+    mode: str, probs: list[float | None], margins: list[float | None]
+) -> tuple[list[float], list[float]]:
+    """Per-pair target probability and loss weight for the ``soft`` or ``weighted`` mode (unjudged pairs: 1, 1)."""
+    targets, weights = [], []
+    for p, m in zip(probs, margins, strict=True):
+        if mode == "soft":
+            targets.append(1.0 if p is None else float(p))
+            weights.append(1.0)
+        else:
+            targets.append(1.0)
+            weights.append(1.0 if m is None else max(float(m), 0.0))
+    return targets, weights
 
 
 def preference_data(
@@ -318,25 +366,9 @@ def preference_data(
         )
     _check_nonempty(data, where, split, PAIRS_EMPTY)
     total = len(data)
-    has_labels = PROB_COLUMN in data.column_names or MARGIN_COLUMN in data.column_names
-    probs: list[float | None] = []
-    margins: list[float | None] = []
-    if has_labels:
-        raw_p = data[PROB_COLUMN] if PROB_COLUMN in data.column_names else [None] * total
-        raw_m = data[MARGIN_COLUMN] if MARGIN_COLUMN in data.column_names else [None] * total
-        for i, (p, m) in enumerate(zip(raw_p, raw_m, strict=True)):
-            p, m = _label_values(p, m)
-            if p is not None and not 0.0 <= p <= 1.0:
-                raise TrainError(f"{where}: row {i}: {PROB_COLUMN} must be a probability in [0, 1], not {p}")
-            probs.append(p)
-            margins.append(m)
+    probs, margins = read_labels(data, where)
     judged = sum(p is not None for p in probs)
-    mode = labels
-    if mode == "auto":
-        mode = "soft" if judged else "hard"
-    elif mode in ("weighted", "soft") and not judged:
-        notes.append(f"the pairs carry no judge probabilities ({PROB_COLUMN}): --labels {mode} trains on hard labels")
-        mode = "hard"
+    mode = resolve_mode(labels, judged, notes)
     keep = list(range(total))
     if min_margin > 0:
         if not judged:
@@ -353,18 +385,10 @@ def preference_data(
         keep = keep[:limit]
         data = data.select(range(min(limit, len(data))))
     if mode in ("weighted", "soft"):
-        targets, weights = [], []
-        for i in keep:
-            p, m = probs[i], margins[i]
-            if mode == "soft":
-                targets.append(1.0 if p is None else float(p))
-                weights.append(1.0)
-            else:
-                targets.append(1.0)
-                weights.append(1.0 if m is None else max(float(m), 0.0))
+        targets, weights = targets_and_weights(mode, [probs[i] for i in keep], [margins[i] for i in keep])
         data = data.add_column(TARGET_COLUMN, targets).add_column(WEIGHT_COLUMN, weights)
     out = TrainData(data, folder, dataset_dir, split, total, dropped, mode, notes, run_dir=run_dir)
-    _provenance(out)
+    record_provenance(out)
     return out
 
 
@@ -377,5 +401,9 @@ __all__ = [
     "load_split",
     "locate",
     "preference_data",
+    "read_labels",
+    "record_provenance",
+    "resolve_mode",
     "sft_data",
+    "targets_and_weights",
 ]

@@ -1,4 +1,4 @@
-"""The training methods of ``cai train`` as one table: :data:`METHODS`, ``sft``, ``dpo`` and ``grpo``.
+"""The training methods of ``cai train`` as one table: :data:`METHODS`, ``sft``, ``dpo``, ``grpo`` and ``rm``.
 
 Each :class:`Method` holds everything that differs between them: TRL's
 config class and trainer, the data it trains on, what one training row is
@@ -7,7 +7,7 @@ that works for every method looks its method up here instead of asking
 which one it is::
 
     method = METHODS[options.kind]
-    config_class = method.config_class()   # trl's SFTConfig, DPOConfig or GRPOConfig
+    config_class = method.config_class()   # trl's SFTConfig, DPOConfig, GRPOConfig or RewardConfig
 
 TRL's classes are named as ``module:Class`` and imported only when a run
 needs them, so looking a method up stays cheap.
@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from engine.train.data import preference_data, sft_data
 from engine.train.errors import TrainError
@@ -58,6 +58,10 @@ def _no_provenance(options: TrainOptions, data: TrainData) -> dict[str, Any]:
     return {}
 
 
+def _nothing_measured(trainer: Any, data: TrainData) -> tuple[dict[str, Any], list[str]]:
+    return {}, []
+
+
 def _load(path: str) -> Any:
     """The object a ``module:name`` path names."""
     module, _, name = path.partition(":")
@@ -93,6 +97,10 @@ class Method:
     """Appended to :attr:`summary` in the card: the labels, the judge, the filters in effect."""
     provenance: Callable[[TrainOptions, TrainData], dict[str, Any]] = _no_provenance
     """The method's entries of ``cai-train.json`` (``labels``, ``min_margin``, ``judge``)."""
+    head: Literal["causal", "reward"] = "causal"
+    """What is trained: the causal LM itself, or a scalar reward head on it (a preference model)."""
+    measure: Callable[[Any, TrainData], tuple[dict[str, Any], list[str]]] = _nothing_measured
+    """After training: what the method measures (``cai-train.json``'s ``evaluation``) and notes for the user."""
 
     def config_class(self) -> type:
         """TRL's config class of this method (imports trl)."""
@@ -219,6 +227,66 @@ def _grpo_provenance(options: TrainOptions, data: TrainData) -> dict[str, Any]:
     return {"judge": {"model": options.judge_model, "principles": options.judge_principles, "reward": data.labels}}
 
 
+# ----------------------------------------------------------------------------- rm: pairs of several sources
+
+
+def _rm_inputs(options: TrainOptions, config: Any) -> Inputs:
+    from engine.train.rm_data import reward_data
+
+    return Inputs(
+        reward_data(
+            options.sources,
+            options.split,
+            labels=options.labels,
+            min_margin=options.min_margin,
+            limit=options.limit,
+            heldout=options.heldout,
+            seed=int(config.seed),
+        )
+    )
+
+
+def _rm_arguments(options: TrainOptions, plan: Plan) -> dict[str, Any]:
+    return {"eval_dataset": plan.data.heldout}
+
+
+_RM_LABELS = {
+    "hard": "hard labels: TRL's loss, -log s(r_chosen - r_rejected)",
+    "weighted": "TRL's loss weighted per pair by the judge's margin (2 * chosen_prob - 1)",
+    "soft": (
+        "soft labels: the judge's chosen_prob is the Bradley-Terry target, so s(r_chosen - r_rejected) is fitted to it"
+    ),
+}
+
+
+def _rm_details(options: TrainOptions, data: TrainData) -> str:
+    details = f"; {_RM_LABELS.get(data.labels, data.labels)}"
+    if options.min_margin > 0:
+        details += f"; pairs with a judge margin below {options.min_margin} dropped ({data.dropped})"
+    held = len(data.heldout) if data.heldout is not None else 0
+    return details + f"; {held} pair(s) held out ({options.heldout:g} of the prompts)"
+
+
+def _rm_provenance(options: TrainOptions, data: TrainData) -> dict[str, Any]:
+    return {"labels": data.labels, "min_margin": options.min_margin, "sources": list(options.sources)}
+
+
+def _rm_measure(trainer: Any, data: TrainData) -> tuple[dict[str, Any], list[str]]:
+    """Held-out accuracy, and the pairs TRL left out for being longer than max_length."""
+    from engine.train.reward_model import heldout_accuracy
+
+    notes = []
+    trained = len(trainer.train_dataset)
+    if trained < data.rows:
+        notes.append(f"{data.rows - trained} of {data.rows} pairs were longer than max_length and left out by TRL")
+    held = heldout_accuracy(trainer)
+    if data.heldout is not None and held is not None and held.pairs < len(data.heldout):
+        notes.append(f"{len(data.heldout) - held.pairs} held-out pair(s) longer than max_length were not scored")
+    if held is None:
+        return {"heldout": None, "summary": "no held-out pairs: accuracy not measured"}, notes
+    return {"heldout": held.as_dict(), "summary": held.summary()}, notes
+
+
 # ----------------------------------------------------------------------------- the table
 
 METHODS: dict[Kind, Method] = {
@@ -257,6 +325,24 @@ METHODS: dict[Kind, Method] = {
         trainer_arguments=_grpo_reward,
         card_details=_grpo_details,
         provenance=_grpo_provenance,
+    ),
+    "rm": Method(
+        name="rm",
+        config="trl.trainer.reward_config:RewardConfig",
+        trainer="engine.train.reward_model:SoftRewardTrainer",
+        near="dpo",
+        unit="pairs",
+        summary=(
+            "preference model: a scalar reward head on the base model, Bradley-Terry loss on the preference pairs, "
+            "TRL `RewardTrainer`"
+        ),
+        inputs=_rm_inputs,
+        labels_are="labels",
+        trainer_arguments=_rm_arguments,
+        card_details=_rm_details,
+        provenance=_rm_provenance,
+        head="reward",
+        measure=_rm_measure,
     ),
 }
 """Every ``cai train`` method by name (the keys are :data:`engine.train.options.Kind`)."""

@@ -41,13 +41,15 @@ def resolve_model(spec: str) -> tuple[str, str]:
     return source, spec.removeprefix("hf:")
 
 
-def load_model(source: str, name: str, dtype: Any) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a causal LM and its tokenizer for training.
+def load_model(
+    source: str, name: str, dtype: Any, *, reward_head: bool = False
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a causal LM (or, with ``reward_head``, the LM with a new scalar head) and its tokenizer for training.
 
     Raises:
         TrainError: Either cannot be loaded, or the tokenizer has no chat template.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
@@ -56,10 +58,21 @@ def load_model(source: str, name: str, dtype: Any) -> tuple[PreTrainedModel, Pre
     if not getattr(tokenizer, "chat_template", None):
         raise TrainError(f"{name}: the tokenizer has no chat template; cai datasets are chats: use a chat model")
     try:
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+        model = model_class(reward_head).from_pretrained(
+            source, dtype=dtype, **({"num_labels": 1} if reward_head else {})
+        )
     except Exception as exc:
         raise TrainError(f"{name}: cannot load the model: {first_line(exc)}") from None
+    if reward_head and tokenizer.pad_token_id is not None:
+        model.config.pad_token_id = tokenizer.pad_token_id  # the head reads the last token before padding
     return model, tokenizer
+
+
+def model_class(reward_head: bool) -> Any:
+    """transformers' auto class of a trained model: a causal LM, or a sequence classifier (a preference model)."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    return AutoModelForSequenceClassification if reward_head else AutoModelForCausalLM
 
 
 def model_dtype(dtype: str, lora: bool) -> Any:
@@ -110,7 +123,6 @@ def merge_lora(model: Any) -> Any:
     """
     import torch
     from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
-    from transformers import AutoModelForCausalLM
 
     name = model.active_adapter
     peft_config = model.peft_config[name]
@@ -124,7 +136,9 @@ def merge_lora(model: Any) -> Any:
         return model.merge_and_unload()
     state = {k: v.detach().to("cpu") for k, v in get_peft_model_state_dict(model, adapter_name=name).items()}
     try:
-        base = AutoModelForCausalLM.from_pretrained(source, dtype=stored if stored is not None else "auto")
+        reward_head = str(getattr(peft_config, "task_type", "")) in ("SEQ_CLS", "TaskType.SEQ_CLS")
+        extra = {"num_labels": 1} if reward_head else {}
+        base = model_class(reward_head).from_pretrained(source, dtype=stored if stored is not None else "auto", **extra)
     except Exception as exc:
         raise TrainError(
             f"{source}: cannot load the base model again to merge the adapter: {first_line(exc)}"
@@ -157,4 +171,4 @@ def save_model(trainer: Any, out: Path) -> None:
         (out / "training_args.bin").unlink(missing_ok=True)  # lives in the checkpoints; the model folder stays plain
 
 
-__all__ = ["load_model", "merge_lora", "model_dtype", "resolve_model", "save_model", "stored_dtype"]
+__all__ = ["load_model", "merge_lora", "model_class", "model_dtype", "resolve_model", "save_model", "stored_dtype"]

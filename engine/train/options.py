@@ -16,12 +16,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from engine.train.data import TrainData
 from engine.train.recipes import Recipe
 
-Kind = Literal["sft", "dpo", "grpo"]
+Kind = Literal["sft", "dpo", "grpo", "rm"]
 """The training methods; :data:`engine.train.methods.METHODS` says what each one uses."""
 
 
 class TrainOptions(BaseModel):
-    """What one ``cai train sft|dpo|grpo`` run does; the CLI flags map onto these fields."""
+    """What one ``cai train sft|dpo|grpo|rm`` run does; the CLI flags map onto these fields."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -29,6 +29,11 @@ class TrainOptions(BaseModel):
     data: Path | None = Field(
         default=None, description="A `cai generate` output folder, or a folder written by save_to_disk."
     )
+    sources: list[str] = Field(
+        default_factory=list,
+        description="rm: every --data source (run folders, saved datasets, JSONL files of TRL pairs, hf:NAME).",
+    )
+    heldout: float = Field(default=0.1, ge=0, lt=1, description="rm: fraction of prompts held out for accuracy.")
     out: Path = Field(description="Folder of the trained model; checkpoints go to OUT/checkpoints.")
     model: str = Field(default="default", description="Base model: 'default', a model folder or a hub id.")
     recipe: str | None = Field(default=None, description="Builtin recipe name or YAML file of TRL config fields.")
@@ -39,9 +44,9 @@ class TrainOptions(BaseModel):
     lora: bool | None = Field(default=None, description="Train a LoRA adapter (merged at the end); None: the recipe.")
     lora_overrides: dict[str, Any] = Field(default_factory=dict, description="peft.LoraConfig fields from flags.")
     labels: Literal["auto", "hard", "weighted", "soft"] = Field(
-        default="auto", description="DPO: how the judge's chosen_prob is used (see engine.train.data)."
+        default="auto", description="DPO and rm: how the judge's chosen_prob is used (see engine.train.data)."
     )
-    min_margin: float = Field(default=0.0, ge=0, le=1, description="DPO: drop judged pairs below this margin.")
+    min_margin: float = Field(default=0.0, ge=0, le=1, description="DPO and rm: drop judged pairs below this margin.")
     split: str | None = Field(default=None, description="Dataset split (default: sft or preferences).")
     limit: int | None = Field(default=None, ge=1, description="Use only the first N rows.")
     revised_only: bool = Field(default=False, description="SFT: only rows whose answer a revision changed.")
@@ -92,6 +97,8 @@ class TrainResult:
     """The TRL config fields set explicitly (run defaults, recipe, flags)."""
     resumed_from: str | None = None
     notes: list[str] = field(default_factory=list)
+    evaluation: dict[str, Any] = field(default_factory=dict)
+    """What the method measured after training (a preference model: its held-out accuracy)."""
     processes: int = 1
     """How many processes trained (``accelerate launch --num_processes``)."""
     distributed: str = "NO"

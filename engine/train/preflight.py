@@ -68,7 +68,10 @@ def prepare(options: TrainOptions) -> Plan:
         flags=options.flags,
     )
     _check_reporting(config.report_to)
-    peft_config = lora_config(recipe.lora, options.lora_overrides, recipe.source) if use_lora else None
+    lora_overrides = dict(options.lora_overrides)
+    if method.head == "reward":  # peft then trains and saves the new reward head in full beside the adapter
+        lora_overrides["task_type"] = "SEQ_CLS"
+    peft_config = lora_config(recipe.lora, lora_overrides, recipe.source) if use_lora else None
     origins = Origins.of(recipe, overrides, options.flags, config_fields(config_class))
     inputs = method.inputs(options, config)
     data = inputs.data

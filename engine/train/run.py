@@ -42,7 +42,13 @@ def make_trainer(options: TrainOptions, plan: Plan, callbacks: list[Any] | None 
     method = METHODS[options.kind]
     source, name = resolve_model(options.model)
     arguments = method.trainer_arguments(options, plan)  # GRPO's judge loads before the policy
-    model, tokenizer = load_model(source, name, model_dtype(options.dtype, plan.peft_config is not None))
+    if method.head == "reward":
+        from transformers import set_seed
+
+        set_seed(int(plan.config.seed))  # the new reward head's initial weights follow the run's seed
+    model, tokenizer = load_model(
+        source, name, model_dtype(options.dtype, plan.peft_config is not None), reward_head=method.head == "reward"
+    )
     common = {
         "model": model,
         "args": plan.config,
@@ -61,7 +67,7 @@ def make_trainer(options: TrainOptions, plan: Plan, callbacks: list[Any] | None 
 
 
 def train(options: TrainOptions, *, callbacks: list[Any] | None = None) -> TrainResult:
-    """Run ``cai train sft|dpo|grpo``: check, train with TRL, save a plain model folder with a model card.
+    """Run ``cai train sft|dpo|grpo|rm``: check, train with TRL, save a plain model folder with a model card.
 
     Args:
         options: What to train on, from what, into where, with which recipe.
@@ -88,6 +94,8 @@ def train(options: TrainOptions, *, callbacks: list[Any] | None = None) -> Train
             remove_empty(options.out)
         raise
     seconds = time.perf_counter() - start
+    evaluation, measured_notes = METHODS[options.kind].measure(trainer, data)
+    notes.extend(measured_notes)
     options.out.mkdir(parents=True, exist_ok=True)
     if plan.peft_config is not None:
         settings = {**settings, "lora": _lora_dict(plan.peft_config)}
@@ -103,6 +111,7 @@ def train(options: TrainOptions, *, callbacks: list[Any] | None = None) -> Train
         settings=settings,
         resumed_from=resume_from,
         notes=notes,
+        evaluation=evaluation,
         processes=int(trainer.accelerator.num_processes),
         distributed=str(getattr(trainer.accelerator.distributed_type, "value", trainer.accelerator.distributed_type)),
         main_process=bool(trainer.accelerator.is_main_process),
@@ -170,6 +179,7 @@ def provenance(options: TrainOptions, result: TrainResult, recipe: Recipe, name:
         "train_loss": result.train_loss,
         "seconds": round(result.seconds, 1),
         "resumed_from": result.resumed_from,
+        "evaluation": result.evaluation or None,
         "processes": result.processes,
         "distributed": result.distributed,
         "versions": {"trl": trl.__version__, "transformers": transformers.__version__, "torch": torch.__version__},
