@@ -181,7 +181,7 @@ TRAIN_TO_TRL = {"sets", "lora_r", "lora_alpha", "num_generations", "max_completi
 
 def test_train_flags_are_the_train_options_with_their_defaults() -> None:
     covered: set[str] = set()
-    for kind in ("sft", "dpo", "grpo", "rm"):
+    for kind in ("sft", "dpo", "grpo", "rloo", "rm"):
         cmd = command("train", kind)
         fields = option_names(cmd) - TRAIN_TO_TRL
         assert fields <= set(TrainOptions.model_fields), f"train {kind}: {fields - set(TrainOptions.model_fields)}"
@@ -195,7 +195,7 @@ def test_train_flags_are_the_train_options_with_their_defaults() -> None:
         covered |= fields
     unflagged = set(TrainOptions.model_fields) - covered - set(TRAIN_CONFIG_ONLY)
     assert not unflagged, f"TrainOptions fields with no flag on any `cai train` command: {unflagged}"
-    kinds = ("sft", "dpo", "grpo", "rm")
+    kinds = ("sft", "dpo", "grpo", "rloo", "rm")
     assert set(TRL_FLAGS) <= set().union(*(option_names(command("train", k)) for k in kinds))
 
 
@@ -222,6 +222,7 @@ def test_a_parameter_is_spelled_the_same_on_every_command() -> None:
 SAME_FLAG_OTHER_NAME = {
     "--model": {"models"},  # cai eval: repeatable, one per model evaluated
     "--config": {"recipe"},  # cai train: a recipe (shipped name or YAML of TRL fields), not a run config
+    "--reward-model": {"reward_models"},  # cai train grpo/rloo: repeatable, weighted reward sources
 }
 
 

@@ -1,4 +1,4 @@
-"""``cai train sft|dpo|grpo``: fine-tune a model with TRL on the data ``cai generate`` made.
+"""``cai train sft|dpo|grpo|rloo|rm``: fine-tune a model with TRL on the data ``cai generate`` made.
 
 Flags fill :class:`engine.train.TrainOptions`; those in :data:`TRL_FLAGS` set
 fields of TRL's own config on top of the recipe (as ``--set KEY=VALUE`` does).
@@ -25,7 +25,8 @@ def train() -> None:
     \b
     sft   supervised fine-tuning on the final (revised) answers: the `sft` split
     dpo   preference optimisation on the AI-labelled pairs: the `preferences` split
-    grpo  online RLAIF: sampled completions rewarded by the constitutional judge
+    grpo  online RLAIF: sampled completions rewarded by the judge or a preference model
+    rloo  online RLAIF with a leave-one-out baseline (TRL's RLOOTrainer), the same rewards
     rm    a preference model (reward model) on the AI-labelled pairs
 
     Settings are TRL's own config fields, from a recipe (--config: a shipped
@@ -42,7 +43,7 @@ def train() -> None:
 
 
 def _train_options(*, data_required: bool = True, data_help: str | None = None, many: bool = False) -> Callable[[F], F]:
-    """Options shared by `cai train sft`, `dpo`, `grpo` and `rm` (``many``: --data repeats)."""
+    """Options shared by every `cai train` method (``many``: --data repeats)."""
     if data_help is None:
         data_help = "A `cai generate` output folder." + ("" if data_required else " Its final answers are references.")
     data_type = str if many else click.Path(path_type=Path)
@@ -230,45 +231,90 @@ def train_dpo(**params: Any) -> None:
     _run_train("dpo", params)
 
 
-@train.command(name="grpo")
-@_train_options(data_required=False)
-@click.option("-p", "--prompts", help="Prompt set: redteam, helpful, mixed, a file or hf:NAME (or give --data).")
-@constitution_option("Rules the judge rewards.")
-@judge_model_option("Judge: default, a folder, a hub id.", default="default")
-@click.option(
-    "--judge-principles", type=click.IntRange(min=1), default=1, show_default=True, help="Principles per prompt."
+_rl_options = stack(
+    _train_options(data_required=False),
+    click.option("-p", "--prompts", help="Prompt set: redteam, helpful, mixed, a file or hf:NAME (or give --data)."),
+    constitution_option("Rules the judge rewards."),
+    judge_model_option("Judge: default, a folder, a hub id.", default="default"),
+    click.option(
+        "--judge-principles", type=click.IntRange(min=1), default=1, show_default=True, help="Principles per prompt."
+    ),
+    click.option(
+        "--reward",
+        type=click.Choice(["auto", "group", "reference"]),
+        default="auto",
+        show_default=True,
+        help="Judge each completion against its group's others, or against the reference answer (--data).",
+    ),
+    click.option(
+        "--reward-model",
+        "reward_models",
+        multiple=True,
+        metavar="SOURCE[=WEIGHT]",
+        help=(
+            "A reward source: judge (the constitutional judge, the default), rm:PATH (a `cai train rm` model) "
+            "or over-refusal (-1 for refusing a prompt that should be answered). Repeat to add sources; "
+            "each is weighted (default 1) and logged as rewards/<name>."
+        ),
+    ),
+    click.option("--num-generations", type=click.IntRange(min=1), help="Completions per prompt (the group size)."),
+    click.option("--max-completion-length", type=click.IntRange(min=1), help="Most new tokens per completion."),
 )
-@click.option(
-    "--reward",
-    type=click.Choice(["auto", "group", "reference"]),
-    default="auto",
-    show_default=True,
-    help="Judge each completion against its group's others, or against the reference answer (--data).",
-)
-@click.option("--num-generations", type=click.IntRange(min=1), help="Completions per prompt (GRPO's group size).")
-@click.option("--max-completion-length", type=click.IntRange(min=1), help="Most new tokens per completion.")
-def train_grpo(**params: Any) -> None:
-    """Online RLAIF: TRL's GRPOTrainer with the constitutional judge as the reward.
+"""What `cai train grpo` and `rloo` share: prompts, the judge, the reward sources, the group."""
 
-    For each prompt the policy samples a group of completions; the judge
-    compares them pairwise (both orders, under principles sampled from the
-    constitution) and each completion's reward is its mean 2p - 1 over its
-    comparisons, so the group is ranked by how well it follows the rules.
-    With --data RUN the prompts come from a `cai generate` run and each
-    completion can instead be judged against the run's final revision
-    (--reward reference). The judge is a separate, frozen model.
+
+def _run_rl(kind: Kind, params: dict[str, Any]) -> None:
+    for flag in ("num_generations", "max_completion_length"):
+        value = params.pop(flag)
+        if value is not None:
+            params["sets"] = (*params["sets"], f"{flag}={value}")
+    params["reward_models"] = list(params["reward_models"])
+    _run_train(kind, params)
+
+
+@train.command(name="grpo")
+@_rl_options
+def train_grpo(**params: Any) -> None:
+    """Online RLAIF: TRL's GRPOTrainer, rewarded by the constitutional judge or a preference model.
+
+    For each prompt the policy samples a group of completions and each one's
+    advantage is its reward against the group's. By default the reward is
+    the judge's: it compares the group pairwise (both orders, under
+    principles sampled from the constitution) and each completion's reward
+    is its mean 2p - 1 over its comparisons. With --data RUN the prompts come
+    from a `cai generate` run and each completion can instead be judged
+    against the run's final revision (--reward reference). --reward-model
+    rm:PATH rewards with a preference model from `cai train rm` instead (one
+    forward pass per completion); sources add up with weights, and
+    over-refusal=W penalises refusing prompts that should be answered. The
+    judge and preference models are separate, frozen models.
 
     \b
     Examples:
         cai train grpo --prompts mixed --limit 32 --out models/grpo --config grpo-cpu-demo
         cai train grpo --data runs/demo --reward reference --out models/grpo --model models/demo-dpo
-        cai train grpo --prompts prompts.jsonl --judge-model ./big-judge --judge-principles 2 --out models/g
+        cai train grpo --prompts mixed --reward-model rm:models/rm --reward-model over-refusal=0.5 --out models/g
     """
-    for flag in ("num_generations", "max_completion_length"):
-        value = params.pop(flag)
-        if value is not None:
-            params["sets"] = (*params["sets"], f"{flag}={value}")
-    _run_train("grpo", params)
+    _run_rl("grpo", params)
+
+
+@train.command(name="rloo")
+@_rl_options
+def train_rloo(**params: Any) -> None:
+    """Online RLAIF with TRL's RLOOTrainer: REINFORCE with a leave-one-out baseline.
+
+    Like grpo (the same prompts, reward sources and flags), but each
+    completion's advantage is its reward minus the mean reward of the other
+    completions of its prompt. The classic path of the Constitutional AI
+    paper is a preference model trained on AI labels, then RL against it:
+
+    \b
+    Examples:
+        cai train rm --data runs/demo --out models/rm --config rm-cpu-demo
+        cai train rloo --prompts mixed --limit 32 --reward-model rm:models/rm --out models/rloo --config rloo-cpu-demo
+        cai train rloo --prompts mixed --reward-model rm:models/rm --reward-model over-refusal=0.5 --out models/r
+    """
+    _run_rl("rloo", params)
 
 
 @train.command(name="rm")

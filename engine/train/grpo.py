@@ -49,13 +49,15 @@ RewardMode = Literal["group", "reference"]
 REFERENCE_COLUMN = "reference"
 
 
-def _conversation(prompt: Any) -> list[dict[str, str]]:
+def conversation_of(prompt: Any) -> list[dict[str, str]]:
+    """A TRL prompt (text or chat messages) as chat messages."""
     if isinstance(prompt, str):
         return [{"role": "user", "content": prompt}]
     return [{"role": str(m["role"]), "content": str(m["content"])} for m in prompt]
 
 
-def _text(completion: Any) -> str:
+def completion_text(completion: Any) -> str:
+    """A TRL completion's text (the last message of a conversational one)."""
     if isinstance(completion, str):
         return completion
     return str(completion[-1]["content"]) if completion else ""
@@ -109,8 +111,8 @@ class ConstitutionalReward:
 
         self.calls += 1
         step = getattr(trainer_state, "global_step", self.calls)
-        conversations = [_conversation(p) for p in prompts]
-        texts = [_text(c) for c in completions]
+        conversations = [conversation_of(p) for p in prompts]
+        texts = [completion_text(c) for c in completions]
         keys = [_key(c) for c in conversations]
         chosen = {
             key: sample_principles(self.constitution, self.principles, self.seed, f"{key}:{step}") for key in set(keys)
@@ -173,8 +175,9 @@ def grpo_data(prompts: str | None, folder: Path | None, *, limit: int | None = N
         raise TrainError(str(exc)) from None
     if not items:
         raise TrainError(f"{prompts}: no prompts")
-    dataset = Dataset.from_list([{"id": i.id, "prompt": i.messages, "category": i.category or ""} for i in items])
+    rows = [{"id": i.id, "prompt": i.messages, "category": i.category or "", "kind": i.kind or ""} for i in items]
+    dataset = Dataset.from_list(rows)
     return TrainData(dataset, None, None, "prompts", len(items), source=f"prompts {prompts}")
 
 
-__all__ = ["REFERENCE_COLUMN", "ConstitutionalReward", "RewardMode", "grpo_data"]
+__all__ = ["REFERENCE_COLUMN", "ConstitutionalReward", "RewardMode", "completion_text", "conversation_of", "grpo_data"]

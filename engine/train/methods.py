@@ -1,4 +1,4 @@
-"""The training methods of ``cai train`` as one table: :data:`METHODS`, ``sft``, ``dpo``, ``grpo`` and ``rm``.
+"""The training methods of ``cai train`` as one table: :data:`METHODS`, ``sft``, ``dpo``, ``grpo``, ``rloo`` and ``rm``.
 
 Each :class:`Method` holds everything that differs between them: TRL's
 config class and trainer, the data it trains on, what one training row is
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from engine.train.data import preference_data, sft_data
 from engine.train.errors import TrainError
-from engine.train.grpo import REFERENCE_COLUMN, ConstitutionalReward, grpo_data
+from engine.train.grpo import REFERENCE_COLUMN, ConstitutionalReward, RewardMode, grpo_data
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -161,13 +161,19 @@ def _dpo_provenance(options: TrainOptions, data: TrainData) -> dict[str, Any]:
     return {"labels": data.labels, "min_margin": options.min_margin}
 
 
-# ----------------------------------------------------------------------------- grpo: prompts and a judge
+# ----------------------------------------------------------------------------- grpo and rloo: prompts and rewards
 
 
-def _grpo_inputs(options: TrainOptions, config: Any) -> Inputs:
-    """The prompts, the constitution and the reward mode of a GRPO run."""
+def _rl_inputs(options: TrainOptions, config: Any) -> Inputs:
+    """The prompts, the constitution, the judge's reward mode and the weighted reward sources of an RL run."""
     from constitution import ConstitutionError, load
+    from engine.train.rewards import ANSWERABLE, JUDGE, KIND_COLUMN, OVER_REFUSAL, parse_sources
 
+    sources = parse_sources(options.reward_models)
+    specs = [s.spec for s in sources]
+    if getattr(config, "reward_weights", None) is not None:
+        raise TrainError("reward_weights: set each source's weight with --reward-model SOURCE=WEIGHT instead")
+    config.reward_weights = [s.weight for s in sources]
     try:
         rules = load(options.constitution)
     except ConstitutionError as exc:
@@ -175,14 +181,24 @@ def _grpo_inputs(options: TrainOptions, config: Any) -> Inputs:
     data = grpo_data(options.prompts, options.data, limit=options.limit)
     has_reference = REFERENCE_COLUMN in data.dataset.column_names
     mode = options.reward if options.reward != "auto" else ("reference" if has_reference else "group")
-    if mode == "reference" and not has_reference:
-        raise TrainError(
-            "--reward reference needs reference answers: give --data RUN (its final revisions are the references)"
-        )
-    if mode == "group" and config.num_generations < 2:
-        raise TrainError("--reward group compares completions of one prompt: num_generations must be at least 2")
+    if JUDGE in specs:
+        if mode == "reference" and not has_reference:
+            raise TrainError(
+                "--reward reference needs reference answers: give --data RUN (its final revisions are the references)"
+            )
+        if mode == "group" and config.num_generations < 2:
+            raise TrainError("--reward group compares completions of one prompt: num_generations must be at least 2")
+    if OVER_REFUSAL in specs:
+        kinds = data.dataset[KIND_COLUMN] if KIND_COLUMN in data.dataset.column_names else []
+        watched = sum(k in ANSWERABLE for k in kinds)
+        if not watched:
+            raise TrainError(
+                "--reward-model over-refusal watches prompts that should be answered (kind benign or near_miss), "
+                "and these prompts have none: use --prompts mixed or helpful, or a prompt file with a kind column"
+            )
+        data.notes.append(f"over-refusal penalty: {watched} of {data.rows} prompts should be answered")
     data.constitution = {"id": rules.id, "version": rules.version, "hash": rules.content_hash}
-    data.labels = mode
+    data.labels = mode if JUDGE in specs else "+".join(s.name for s in sources)
     return Inputs(data, rules, mode)
 
 
@@ -190,24 +206,35 @@ def _grpo_group_size(config: Any) -> int:
     return int(config.num_generations)
 
 
-def _grpo_reward(options: TrainOptions, plan: Plan) -> dict[str, Any]:
-    """The constitutional judge as the GRPO reward function, on its own frozen copy of the judge model."""
+def _rl_rewards(options: TrainOptions, plan: Plan) -> dict[str, Any]:
+    """The reward functions, in the order of ``--reward-model`` (``reward_weights`` follow it); frozen models."""
     from engine.backends import load_backend
     from engine.backends.base import BackendError
+    from engine.backends.reward_model import load_reward_model
     from engine.judge import Judge
+    from engine.train.rewards import JUDGE, OVER_REFUSAL, OverRefusalPenalty, PreferenceModelReward, parse_sources
 
-    try:
-        backend = load_backend(options.judge_model, batch_size=options.judge_batch_size)
-    except BackendError as exc:
-        raise TrainError(f"judge model: {exc}") from None
-    reward = ConstitutionalReward(
-        Judge(backend, constitution=plan.constitution),
-        plan.constitution,
-        principles=options.judge_principles,
-        mode="reference" if plan.reward_mode == "reference" else "group",
-        seed=plan.config.seed,
-    )
-    return {"reward_funcs": [reward]}
+    functions: list[Any] = []
+    for source in parse_sources(options.reward_models):
+        try:
+            if source.spec == JUDGE:
+                backend = load_backend(options.judge_model, batch_size=options.judge_batch_size)
+                judge = Judge(backend, constitution=plan.constitution)
+                mode: RewardMode = "reference" if plan.reward_mode == "reference" else "group"
+                functions.append(
+                    ConstitutionalReward(
+                        judge, plan.constitution, principles=options.judge_principles, mode=mode, seed=plan.config.seed
+                    )
+                )
+            elif source.spec == OVER_REFUSAL:
+                functions.append(OverRefusalPenalty())
+            else:
+                functions.append(
+                    PreferenceModelReward(load_reward_model(source.spec, batch_size=options.judge_batch_size))
+                )
+        except BackendError as exc:
+            raise TrainError(f"--reward-model {source.spec}: {exc}") from None
+    return {"reward_funcs": functions}
 
 
 _REWARDS = {
@@ -216,15 +243,32 @@ _REWARDS = {
 }
 
 
-def _grpo_details(options: TrainOptions, data: TrainData) -> str:
-    return (
-        f" (judge `{options.judge_model}`, {options.judge_principles} principle(s) per prompt and step, "
-        f"{_REWARDS.get(data.labels, data.labels)}, both orders; reward 2p - 1)"
-    )
+def _rl_details(options: TrainOptions, data: TrainData) -> str:
+    from engine.train.rewards import JUDGE, OVER_REFUSAL, parse_sources
+
+    parts = []
+    for source in parse_sources(options.reward_models):
+        if source.spec == JUDGE:
+            what = (
+                f"judge `{options.judge_model}`, {options.judge_principles} principle(s) per prompt and step, "
+                f"{_REWARDS.get(data.labels, data.labels)}, both orders, reward 2p - 1"
+            )
+        elif source.spec == OVER_REFUSAL:
+            what = "over-refusal penalty: -1 for refusing a prompt that should be answered"
+        else:
+            what = f"preference model `{source.spec}`, its scalar reward"
+        parts.append(f"{source.weight:g} x {what}")
+    return " (rewards: " + "; ".join(parts) + "; each logged as rewards/<name>)"
 
 
-def _grpo_provenance(options: TrainOptions, data: TrainData) -> dict[str, Any]:
-    return {"judge": {"model": options.judge_model, "principles": options.judge_principles, "reward": data.labels}}
+def _rl_provenance(options: TrainOptions, data: TrainData) -> dict[str, Any]:
+    from engine.train.rewards import JUDGE, parse_sources
+
+    sources = parse_sources(options.reward_models)
+    judge = None
+    if any(s.spec == JUDGE for s in sources):
+        judge = {"model": options.judge_model, "principles": options.judge_principles, "reward": data.labels}
+    return {"judge": judge, "rewards": [{"source": s.spec, "name": s.name, "weight": s.weight} for s in sources]}
 
 
 # ----------------------------------------------------------------------------- rm: pairs of several sources
@@ -317,14 +361,29 @@ METHODS: dict[Kind, Method] = {
         trainer="trl.trainer.grpo_trainer:GRPOTrainer",
         near="dpo",
         unit="prompts",
-        summary="online RLAIF with TRL `GRPOTrainer`, the constitutional judge as the reward",
-        inputs=_grpo_inputs,
+        summary="online RLAIF with TRL `GRPOTrainer`",
+        inputs=_rl_inputs,
         labels_are="reward",
         group_size=_grpo_group_size,
         loads_a_judge=True,
-        trainer_arguments=_grpo_reward,
-        card_details=_grpo_details,
-        provenance=_grpo_provenance,
+        trainer_arguments=_rl_rewards,
+        card_details=_rl_details,
+        provenance=_rl_provenance,
+    ),
+    "rloo": Method(
+        name="rloo",
+        config="trl.trainer.rloo_config:RLOOConfig",
+        trainer="trl.trainer.rloo_trainer:RLOOTrainer",
+        near="grpo",
+        unit="prompts",
+        summary="online RLAIF with TRL `RLOOTrainer` (REINFORCE, leave-one-out baseline)",
+        inputs=_rl_inputs,
+        labels_are="reward",
+        group_size=_grpo_group_size,
+        loads_a_judge=True,
+        trainer_arguments=_rl_rewards,
+        card_details=_rl_details,
+        provenance=_rl_provenance,
     ),
     "rm": Method(
         name="rm",

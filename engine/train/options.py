@@ -16,12 +16,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from engine.train.data import TrainData
 from engine.train.recipes import Recipe
 
-Kind = Literal["sft", "dpo", "grpo", "rm"]
+Kind = Literal["sft", "dpo", "grpo", "rloo", "rm"]
 """The training methods; :data:`engine.train.methods.METHODS` says what each one uses."""
 
 
 class TrainOptions(BaseModel):
-    """What one ``cai train sft|dpo|grpo|rm`` run does; the CLI flags map onto these fields."""
+    """What one ``cai train sft|dpo|grpo|rloo|rm`` run does; the CLI flags map onto these fields."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -60,7 +60,11 @@ class TrainOptions(BaseModel):
     reward: Literal["auto", "group", "reference"] = Field(
         default="auto", description="GRPO: judge against the group's other completions or a reference answer."
     )
-    judge_batch_size: int = Field(default=16, ge=1, description="GRPO: judge requests per forward pass.")
+    judge_batch_size: int = Field(default=16, ge=1, description="GRPO/RLOO: judge requests per forward pass.")
+    reward_models: list[str] = Field(
+        default_factory=list,
+        description="GRPO/RLOO: reward sources as SOURCE[=WEIGHT]: judge, rm:PATH, over-refusal (default judge).",
+    )
 
 
 @dataclass
