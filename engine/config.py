@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from constitution.errors import ConstitutionError, UserError, did_you_mean, field_path
 from constitution.yamlfile import not_a_regular_file, parse_yaml
+from engine.errors import USAGE
 from engine.records import JudgeSettings, Pairing, Shard
 
 MAX_CONFIG_BYTES = 1024 * 1024
@@ -22,6 +23,10 @@ MAX_NEW_TOKENS = 65_536
 MAX_BATCH = 65_536
 """The most requests per batch (and prompts per chunk) a run may ask for."""
 MAX_SEED = 2**63 - 1
+MAX_BEST_OF = 64
+"""The most first answers ``--best-of`` may sample per prompt."""
+REWARD_PREFIX = "rm:"
+"""How a preference model is named (``engine.backends.reward_model.PREFIX``; not imported, to keep this light)."""
 
 _JUDGE = JudgeSettings.model_fields
 
@@ -80,6 +85,15 @@ class GenerateConfig(BaseModel):
     )
     temperature: float = Field(default=0.7, ge=0, le=10, description="Sampling temperature (0 = greedy).")
     top_p: float = Field(default=0.95, gt=0, le=1, description="Nucleus sampling mass.")
+    best_of: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_BEST_OF,
+        description="Sample N first answers per prompt and keep the one --reward-model scores highest.",
+    )
+    reward_model: str | None = Field(
+        default=None, description="Preference model (rm:PATH, from `cai train rm`) that picks the best of --best-of."
+    )
     dtype: str = Field(default="auto", description="auto (bf16 where supported), bfloat16, float16 or float32.")
     device: str = Field(default="auto", description="auto, cpu, cuda, cuda:N.")
     judge: bool = Field(
@@ -135,6 +149,24 @@ class GenerateConfig(BaseModel):
     @classmethod
     def _shard_is_i_of_n(cls, value: str | None) -> str | None:
         return None if value is None else str(Shard.parse(value))
+
+    @field_validator("reward_model")
+    @classmethod
+    def _reward_model_is_rm(cls, value: str | None) -> str | None:
+        from pydantic_core import PydanticCustomError
+
+        if value is None:
+            return None
+        if not value.startswith(REWARD_PREFIX):
+            raise PydanticCustomError(
+                "reward_model",
+                "{value} is not a preference model; name one as rm:PATH, a folder written by `cai train rm` "
+                "(e.g. rm:{value})",
+                {"value": value},
+            )
+        if not value.removeprefix(REWARD_PREFIX).strip():
+            raise PydanticCustomError("reward_model", "rm: needs a path: rm:PATH, a folder written by `cai train rm`")
+        return value
 
     @field_validator("judge_band")
     @classmethod
@@ -352,6 +384,33 @@ def read_config_file(path: Path) -> Any:
     except ConstitutionError as exc:
         raise ConfigError(str(exc).replace("principle files hold", "run configs hold")) from None
     return data
+
+
+def check_best_of(config: GenerateConfig) -> None:
+    """Refuse best-of-n settings that contradict each other (each field alone is checked by the model).
+
+    Raises:
+        ConfigError: ``best_of > 1`` without a reward model or with greedy decoding, or a reward
+            model with ``best_of`` 1 (it would be loaded and never used); a usage error (exit 2).
+    """
+    if config.best_of > 1 and config.reward_model is None:
+        problem = (
+            f"--best-of {config.best_of} needs a preference model to pick the best sample: add --reward-model "
+            "rm:PATH (a folder written by `cai train rm`), or drop --best-of"
+        )
+    elif config.best_of > 1 and config.temperature == 0:
+        problem = (
+            f"--best-of {config.best_of} with --temperature 0: greedy decoding draws the same answer every time, "
+            "so there is nothing to choose from; set --temperature above 0 (e.g. 0.7), or drop --best-of"
+        )
+    elif config.best_of == 1 and config.reward_model is not None:
+        problem = (
+            f"--reward-model {config.reward_model} only picks among several first answers, and --best-of is 1; "
+            "add --best-of N (e.g. --best-of 4), or drop --reward-model"
+        )
+    else:
+        return
+    raise ConfigError(problem, exit_code=USAGE)
 
 
 def judge_settings(config: GenerateConfig) -> JudgeSettings:

@@ -6,20 +6,35 @@ run seed, the prompt id and the round, so a resumed run samples the same), the
 critic critiques all active rows in one call, and the policy revises, in one
 call, the rows whose critique asked for a change. A row stops early when its
 critique finds nothing to change.
+
+Best-of-n (``LoopSettings.best_of`` > 1): the first answer is the best of
+``n`` samples by a preference model (a :class:`Scorer`), and the rounds start
+from it. Sample ``k`` of every row comes from one batched call seeded with
+:func:`sample_seed` (``n`` calls in all, each as large as the plain first-answer
+call). One call holding each chat ``n`` times would not do: the ``scripted``,
+``vllm`` and ``openai:`` backends seed each request alone, so repeats of a chat
+in one call come back identical (``hf`` draws them from one shared stream and
+would differ, but its samples depend on the batch's make-up either way, as its
+docstring says). All ``n * rows`` samples are then scored in one
+``score`` call and the highest reward is kept (ties: the earlier sample);
+sample 0 has the run's seed, so it is the answer a run without best-of gives.
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
 import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from constitution import Constitution
-from engine.backends.base import Backend, Chat, SamplingParams
+from engine.backends.base import Backend, BackendError, Chat, SamplingParams
+from engine.backends.reward_model import Scorer
 from engine.judge.principles import round_principle
 from engine.prompts import critique_prompt, revision_prompt
-from engine.records import ConstitutionRef, Round, Trajectory
+from engine.records import BestOf, ConstitutionRef, Round, Sample, Trajectory
 from engine.sources import PromptItem
 
 _NOTHING_TO_CHANGE = re.compile(
@@ -56,6 +71,20 @@ class LoopSettings:
     stop_early: bool = True
     seed: int = 0
     sampling: SamplingParams = field(default_factory=SamplingParams)
+    best_of: int = 1
+    """First answers sampled per prompt; above 1 the loop needs a :class:`Scorer` to keep the best."""
+
+
+def sample_seed(seed: int, index: int) -> int:
+    """The sampler seed of best-of sample ``index`` (from 0) in a run seeded with ``seed``.
+
+    Sample 0 has the run's seed itself; the others get a hash of (seed, index),
+    below 2**63, so runs with neighbouring seeds do not share samples.
+    """
+    if index == 0:
+        return seed
+    digest = hashlib.sha256(f"best-of {seed} {index}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
 
 
 @dataclass
@@ -66,6 +95,7 @@ class _Row:
     rounds: list[Round] = field(default_factory=list)
     stopped: bool = False
     timings: dict[str, float] = field(default_factory=dict)
+    best_of: BestOf | None = None
 
 
 def run_loop(
@@ -74,14 +104,32 @@ def run_loop(
     policy: Backend,
     critic: Backend,
     settings: LoopSettings,
+    reward: Scorer | None = None,
 ) -> list[Trajectory]:
-    """Run the whole loop for a chunk of prompts and return one trajectory per prompt (same order)."""
+    """Run the whole loop for a chunk of prompts and return one trajectory per prompt (same order).
+
+    Args:
+        items: The prompts.
+        constitution: The rules whose principles the rounds sample.
+        policy: Answers and revises.
+        critic: Critiques.
+        settings: Rounds and sampling.
+        reward: The preference model that keeps the best first answer; needed when ``settings.best_of`` > 1.
+
+    Raises:
+        BackendError: The preference model gave a reward that is not a finite number.
+    """
+    if settings.best_of > 1 and reward is None:
+        raise ValueError(f"best_of={settings.best_of} needs a reward model to choose among the samples")
     rows = [_Row(item) for item in items]
     params = settings.sampling.model_copy(update={"seed": settings.seed})
 
-    initial = _timed_generate(policy, [r.item.messages for r in rows], params, rows, "initial")
-    for row, text in zip(rows, initial, strict=True):
-        row.initial = row.current = text
+    if settings.best_of > 1 and reward is not None:
+        _best_of(rows, policy, reward, settings.best_of, params)
+    else:
+        initial = _timed_generate(policy, [r.item.messages for r in rows], params, rows, "initial")
+        for row, text in zip(rows, initial, strict=True):
+            row.initial = row.current = text
 
     for number in range(1, settings.revisions + 1):
         active = [r for r in rows if not r.stopped]
@@ -128,17 +176,50 @@ def run_loop(
             sampling=settings.sampling,
             seed=settings.seed,
             timings=r.timings,
+            best_of=r.best_of,
         )
         for r in rows
     ]
 
 
+def _best_of(rows: Sequence[_Row], policy: Backend, reward: Scorer, n: int, params: SamplingParams) -> None:
+    """Draw ``n`` first answers per row (one call per sample index), score them in one call, keep the best.
+
+    The ``initial`` timing sums the ``n`` calls; ``best_of`` is the scoring call's share per row.
+    """
+    chats = [r.item.messages for r in rows]
+    seeds = [sample_seed(params.seed, k) for k in range(n)]
+    drawn = [
+        _timed_generate(policy, chats, params.model_copy(update={"seed": seed}), rows, "initial") for seed in seeds
+    ]
+    items = [(row.item.messages, drawn[k][i]) for i, row in enumerate(rows) for k in range(n)]
+    start = time.perf_counter()
+    rewards = reward.score(items)
+    share = (time.perf_counter() - start) / max(len(rows), 1)
+    if len(rewards) != len(items):
+        raise ValueError(f"{reward.name} returned {len(rewards)} rewards for {len(items)} samples")
+    for i, row in enumerate(rows):
+        mine = rewards[i * n : (i + 1) * n]
+        bad = next((value for value in mine if not math.isfinite(value)), None)
+        if bad is not None:
+            raise BackendError(
+                f"{reward.name}: gave a reward of {bad} to an answer to prompt {row.item.id!r}; "
+                "the preference model is broken or overflows in this dtype: try --dtype float32, or retrain it"
+            )
+        kept = max(range(n), key=mine.__getitem__)  # max keeps the first of equal rewards
+        samples = [Sample(text=drawn[k][i], seed=seeds[k], reward=mine[k]) for k in range(n)]
+        row.best_of = BestOf(n=n, reward_model=reward.name, samples=samples, kept=kept)
+        row.initial = row.current = drawn[kept][i]
+        row.timings["best_of"] = round(share, 6)
+
+
 def _timed_generate(
     backend: Backend, chats: Sequence[Chat], params: SamplingParams, rows: Sequence[_Row], step: str
 ) -> list[str]:
+    """Generate in one call; each row's ``step`` timing grows by its share of the call."""
     start = time.perf_counter()
     completions = backend.generate(chats, params)
     share = (time.perf_counter() - start) / max(len(chats), 1)
     for row in rows:
-        row.timings[step] = round(share, 6)
+        row.timings[step] = round(row.timings.get(step, 0.0) + share, 6)
     return [c.text.strip() for c in completions]

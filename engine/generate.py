@@ -17,6 +17,12 @@ With ``shard="I/N"`` a run takes only the prompts of that shard
 (:class:`~engine.records.Shard`: by a hash of the prompt id, after ``limit``);
 the shard is part of the run's manifest, so a folder holds one shard, and
 ``cai merge`` (:mod:`engine.merge`) combines the N shards' folders.
+
+With ``best_of`` > 1 each first answer is the best of that many samples by the
+preference model ``reward_model`` (:mod:`engine.critique`), loaded once, with
+the run's batch size, dtype and device, and only when prompts are left to do.
+Both are part of the manifest, so a resume with other values is refused
+unless ``--force``, as for any other setting.
 """
 
 from __future__ import annotations
@@ -32,7 +38,8 @@ from engine.audit.comparisons import LabelledComparison
 from engine.audit.gate import check_items, gate
 from engine.backends import load_backend
 from engine.backends.base import Backend, SamplingParams
-from engine.config import GenerateConfig, judge_settings
+from engine.backends.reward_model import Scorer, load_reward_model
+from engine.config import GenerateConfig, check_best_of, judge_settings
 from engine.critique import LoopSettings, run_loop
 from engine.dataset.of_run import build_dataset
 from engine.errors import USAGE, UserError
@@ -55,13 +62,19 @@ from engine.records import (
     Shard,
     prompt_digest,
 )
-from engine.rundir import RunDir, RunDirError, atomic_write, run_lock
+from engine.run_constitution import (
+    CONSTITUTION_COPY,
+    CONSTITUTIONS,
+    constitution_file,
+    keep_replaced_constitution,
+    write_constitution,
+)
+from engine.rundir import RunDir, RunDirError, run_lock
 from engine.sources import PromptStream, open_prompts
 
 BackendFactory = Callable[..., Backend]
-CONSTITUTION_COPY = "constitution.yaml"
-CONSTITUTIONS = "constitutions"
-"""Folder of a run that keeps the copy of every constitution its rows were made under, once there is more than one."""
+RewardFactory = Callable[..., Scorer]
+"""Loads an ``rm:PATH`` spec (with ``batch_size``, ``dtype``, ``device``) into a preference model."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +118,7 @@ def generate(
     progress: bool = True,
     backends: BackendFactory = load_backend,
     say: Callable[[str], None] | None = None,
+    rewards: RewardFactory = load_reward_model,
 ) -> Summary:
     """Run (or resume) a generation run, labelling each finished chunk with the judge (unless ``config.judge`` is off).
 
@@ -116,12 +130,14 @@ def generate(
         progress: Show progress bars.
         backends: Loads a model spec into a backend.
         say: Called with each note about what ``--force`` replaced, before any work.
+        rewards: Loads ``config.reward_model`` (best-of-n) into a preference model.
 
     Raises:
-        constitution.ConstitutionError, PromptSetError, RunDirError, BackendError:
+        constitution.ConstitutionError, PromptSetError, RunDirError, BackendError, ConfigError:
             Bad input; the message says what to fix. Nothing written is lost.
     """
     start = time.perf_counter()
+    check_best_of(config)
     rules = constitution_lib.load(config.constitution)
     prompts = open_prompts(config.prompts, limit=config.limit, seed=config.seed)  # bad input fails here, up front
     shard = Shard.parse(config.shard) if config.shard is not None else None
@@ -139,10 +155,22 @@ def generate(
         seed=config.seed,
         prompts=config.prompts,
         shard=config.shard,
+        best_of=config.best_of,
+        reward_model=config.reward_model,
     )
     with run_lock(config.out, "cai generate"):
         return _generate(
-            config, rules, prompts, shard, manifest, check_set, start, progress, backends, say or (lambda _: None)
+            config,
+            rules,
+            prompts,
+            shard,
+            manifest,
+            check_set,
+            start,
+            progress,
+            backends,
+            rewards,
+            say or (lambda _: None),
         )
 
 
@@ -156,6 +184,7 @@ def _generate(
     start: float,
     progress: bool,
     backends: BackendFactory,
+    rewards: RewardFactory,
     say: Callable[[str], None],
 ) -> Summary:
     run = RunDir.open(config.out, manifest, force=config.force)
@@ -193,16 +222,26 @@ def _generate(
             loaded[spec] = backends(spec, **options)
         return loaded[spec]
 
+    scorers: dict[str, Scorer] = {}
+
+    def scorer(spec: str) -> Scorer:  # one copy of a preference model that both picks answers and judges
+        if spec not in scorers:
+            scorers[spec] = rewards(spec, **options)
+        return scorers[spec]
+
+    reward: Scorer | None = None
     if todo:
         policy, critic = backend(config.model), backend(manifest.critic)
+        if config.reward_model is not None and config.best_of > 1:
+            reward = scorer(config.reward_model)
     judge: PairJudge | None = None
     if labels is not None and (todo or unlabelled):
-        judge = make_judge(judges_of(labels.manifest), backend, labels.manifest.settings, rules)
+        judge = make_judge(judges_of(labels.manifest), backend, labels.manifest.settings, rules, rewards=scorer)
     check = None
     if judge is not None and labels is not None and check_set is not None:
         # before anything is written: a judge the gate refuses leaves the folder as it was
         check = gate(labels, judge, rules, config.judge_check, check_set, config.require_judge_accuracy, say)
-    _keep_replaced_constitution(run)
+    keep_replaced_constitution(run)
     run.begin()  # after the models load: a model that fails to load leaves no manifest behind
     write_constitution(config.out, rules)  # the rules the new rows are made under
     if labels is not None:
@@ -211,13 +250,17 @@ def _generate(
         _label_existing(run, labels, judge, rules, config.chunk_size, labelled, unlabelled, progress)
     if todo:
         settings = LoopSettings(
-            revisions=config.revisions, stop_early=config.stop_early, seed=config.seed, sampling=manifest.sampling
+            revisions=config.revisions,
+            stop_early=config.stop_early,
+            seed=config.seed,
+            sampling=manifest.sampling,
+            best_of=config.best_of,
         )
         bar = progress_bar(todo, progress, "generate")
         try:
             wanted = (item for item in prompts if item.id not in done and (shard is None or shard.holds(item.id)))
             for chunk in chunked(wanted, config.chunk_size):
-                rows = run_loop(chunk, rules, policy, critic, settings)
+                rows = run_loop(chunk, rules, policy, critic, settings, reward)
                 run.append(rows)
                 if judge is not None and labels is not None:
                     labels.append(judge_trajectories(judge, rows, rules))
@@ -310,32 +353,6 @@ def _relabel_note(labels: LabelStore) -> str | None:
     return f"--force: the pairs are judged again ({'; '.join(diffs)}); the old labels are moved to labels.N.jsonl"
 
 
-def constitution_file(reference: ConstitutionRef) -> str:
-    """Name of the copy of a constitution kept in a run's ``constitutions/`` folder."""
-    return f"{reference.id}-{reference.hash[:12]}.yaml"
-
-
-def _keep_replaced_constitution(run: RunDir) -> None:
-    """Before ``--force`` overwrites ``constitution.yaml`` with other rules, keep the old copy beside."""
-    before = run.before
-    own = run.path / CONSTITUTION_COPY
-    if before is None or before.constitution == run.manifest.constitution or not own.exists():
-        return
-    kept = run.path / CONSTITUTIONS / constitution_file(before.constitution)
-    if not kept.exists():
-        kept.parent.mkdir(exist_ok=True)
-        atomic_write(kept, own.read_text(encoding="utf-8"))
-
-
-def write_constitution(out: Path, rules: Constitution) -> None:
-    """Write the copy of the rules new rows are made under (and, in a folder with history, keep it beside)."""
-    text = constitution_lib.dump(rules)
-    atomic_write(out / CONSTITUTION_COPY, text)
-    if (out / CONSTITUTIONS).is_dir():
-        reference = ConstitutionRef(id=rules.id, version=rules.version, hash=rules.content_hash)
-        atomic_write(out / CONSTITUTIONS / constitution_file(reference), text)
-
-
 def label(
     out: Path,
     settings: JudgeSettings,
@@ -352,6 +369,7 @@ def label(
     require_judge_accuracy: float | None = None,
     progress: bool = True,
     backends: BackendFactory = load_backend,
+    rewards: RewardFactory = load_reward_model,
     say: Callable[[str], None] | None = None,
 ) -> LabelSummary:
     """Label (or finish labelling) the trajectories of an existing run with a judge, and rebuild its dataset.
@@ -365,6 +383,8 @@ def label(
         judge_check: Check the judge first on labelled comparisons: ``builtin``, a JSONL file, or ``none``.
         judge_check_limit: Comparisons the check uses (default: 16 of the builtin set, all of a file).
         require_judge_accuracy: Refuse to label when the check's accuracy is below this.
+        backends: Loads a language model's spec into a backend.
+        rewards: Loads an ``rm:`` judge's preference model (with the batch size, dtype and device above).
         say: Called with a note about what ``force`` replaces, and with the judge check's result.
 
     Raises:
@@ -397,7 +417,11 @@ def label(
             def backend(spec: str) -> Backend:
                 return backends(spec, batch_size=batch_size, dtype=dtype, device=device)
 
-            judge = make_judge(judges_of(label_manifest), backend, settings, rules)
+            def scorer(spec: str) -> Scorer:
+                scorer_: Scorer = rewards(spec, batch_size=batch_size, dtype=dtype, device=device)
+                return scorer_
+
+            judge = make_judge(judges_of(label_manifest), backend, settings, rules, rewards=scorer)
         check = None
         if judge is not None and check_set is not None:
             check = gate(labels, judge, rules, judge_check, check_set, require_judge_accuracy, say or (lambda _: None))

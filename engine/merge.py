@@ -33,9 +33,9 @@ from pydantic import ValidationError
 
 from engine.dataset.of_run import build_dataset
 from engine.errors import UserError
-from engine.generate import CONSTITUTION_COPY
 from engine.judge import LABEL_MANIFEST, LABELS, LabelStats, LabelStore
 from engine.records import Label, LabelManifest, MergedRun, RunManifest, Shard, Trajectory, missing_shards
+from engine.run_constitution import CONSTITUTION_COPY
 from engine.rundir import (
     FOREIGN,
     MANIFEST,

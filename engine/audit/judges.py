@@ -4,6 +4,20 @@
 (``ours``, ``as-written``, ``both`` or ``auto``); :func:`audit_judges` scores
 each judge under each of them and gathers a
 :class:`~engine.audit.report.JudgeReport`.
+
+A judge given as ``rm:PATH`` is a preference model
+(:class:`~engine.judge.preference_model.PreferenceModelJudge`): it is scored by
+our protocol only, as ``sigmoid(r(a) - r(b))`` of its two rewards (no principle
+applies; its position bias is zero by construction). It is NOT scored as
+written: that protocol asks a language model the file's own multiple-choice
+question and reads the log-probability of each option label, and a preference
+model reads no question. Scoring each option text as a response instead would
+be our protocol again where the options are responses (the published file's
+options already become our comparisons), and meaningless where they are phrases
+(a harm category is not a reply). So on a file that gives both protocols the
+preference model gets ours and the report says why it has no as-written score;
+on items for the as-written protocol only (``--protocol as-written``, or a file
+whose options are phrases) it is refused with one message, before any model loads.
 """
 
 from __future__ import annotations
@@ -27,7 +41,10 @@ from engine.audit.choice_files import ChoiceItem, is_option_label, load_choice_i
 from engine.audit.comparisons import BUILTIN_COMPARISONS, JudgeDataError, LabelledComparison, load_comparisons
 from engine.audit.report import JudgeReport
 from engine.backends.base import Backend
+from engine.backends.reward_model import Scorer, is_reward_spec, load_reward_model
+from engine.errors import USAGE, UserError
 from engine.judge.pairwise import Judge
+from engine.judge.preference_model import PreferenceModelJudge, refuse_settings
 from engine.records.labels import JudgeSettings
 from engine.sources import sample_ids
 
@@ -132,17 +149,57 @@ def audit_judges(
     items: AuditItems,
     constitution: Constitution,
     settings: JudgeSettings,
+    *,
+    rewards: Callable[[str], Scorer] = load_reward_model,
 ) -> JudgeReport:
-    """Score every judge (a model spec each, loaded one at a time) under every protocol ``items`` holds."""
+    """Score every judge (a model spec each, loaded one at a time) under every protocol ``items`` holds.
+
+    Args:
+        rewards: Loads the preference model of an ``rm:PATH`` spec (scored by our protocol only,
+            see the module docstring).
+
+    Raises:
+        UserError: A preference model with nothing to score by our protocol, or with chain of thought.
+    """
+    notes = list(items.notes)
+    for spec in specs:
+        if is_reward_spec(spec):
+            refuse_settings(spec, settings)
+            if not items.comparisons:
+                raise UserError(_not_as_written(spec, items), exit_code=USAGE)
+            if items.choices:
+                notes.append(
+                    f"{spec} is a preference model: scored by our protocol only (sigmoid of its two rewards); "
+                    "the as-written protocol asks a language model the file's own question, and it reads none"
+                )
     principles = comparison_principles(items.comparisons, constitution, settings.principles, settings.seed)
     evaluations: list[JudgeEval] = []
     for spec in specs:
+        if is_reward_spec(spec):
+            judge = PreferenceModelJudge(rewards(spec), settings)
+            evaluations.append(evaluate_judge(judge, items.comparisons, principles, file=items.file))
+            del judge
+            continue
         backend = backends(spec)
         if items.comparisons:
-            judge = Judge(backend, settings, constitution)
-            evaluations.append(evaluate_judge(judge, items.comparisons, principles, file=items.file))
+            evaluations.append(
+                evaluate_judge(Judge(backend, settings, constitution), items.comparisons, principles, file=items.file)
+            )
         if items.choices:
             evaluations.append(evaluate_as_written(backend, items.choices, file=items.file))
         del backend
     evaluations.sort(key=lambda e: e.protocol != OURS)  # ours first, each protocol's judges in the order given
-    return JudgeReport.of(items.file, evaluations, items.notes)
+    return JudgeReport.of(items.file, evaluations, notes)
+
+
+def _not_as_written(spec: str, items: AuditItems) -> str:
+    why = (
+        f"{spec} is a preference model: it scores responses and reads no question, so it cannot be scored "
+        f"as written (the file's own multiple-choice prompt, read by a language model)"
+    )
+    if items.choices and _all_responses(items.choices):
+        return f"{why}; score it on {items.file} with --protocol ours (its options are responses)"
+    return (
+        f"{why}; the options of {items.file} are not responses, so there is nothing a preference model can "
+        "score: give it a file of labelled comparisons (responses to a conversation)"
+    )

@@ -18,7 +18,7 @@ reward is taken (``--judge-model``, ``--reward-model``)::
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from engine.backends.base import BackendError, Chat, first_line, locate_model
 
@@ -27,6 +27,23 @@ PREFIX = "rm:"
 
 Item = tuple[Chat, str]
 """A conversation (ending with the user's turn) and one response to it."""
+
+
+class Scorer(Protocol):
+    """What the engine needs of a preference model (:class:`RewardModel` is one; tests script others).
+
+    Best-of-n picks answers with it, the judge turns two of its rewards into a
+    preference, and RL rewards completions with it.
+    """
+
+    @property
+    def name(self) -> str:
+        """The name recorded with what it scored (``rm:PATH``)."""
+        ...
+
+    def score(self, items: Sequence[Item]) -> list[float]:
+        """The reward of each (conversation, response), in order; higher is better."""
+        ...
 
 
 def is_reward_spec(spec: str) -> bool:
@@ -164,4 +181,4 @@ def load_reward_model(spec: str, *, batch_size: int = 16, dtype: str = "auto", d
     return RewardModel(path, name=spec, batch_size=batch_size, dtype=dtype, device=device)
 
 
-__all__ = ["PREFIX", "Item", "RewardModel", "is_reward_spec", "load_reward_model"]
+__all__ = ["PREFIX", "Item", "RewardModel", "Scorer", "is_reward_spec", "load_reward_model"]

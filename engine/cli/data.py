@@ -18,6 +18,7 @@ from engine.cli.options import (
     backend_loader,
     base_url_option,
     batch_size_option,
+    best_of_options,
     check_shard,
     chunk_size_option,
     constitution_option,
@@ -72,6 +73,7 @@ if TYPE_CHECKING:
 @click.option("--max-new-tokens", type=int, default=256, show_default=True, help="Most tokens per reply.")
 @click.option("--temperature", type=float, default=0.7, show_default=True, help="0 for greedy decoding.")
 @click.option("--top-p", type=float, default=0.95, show_default=True, help="Nucleus sampling mass.")
+@best_of_options
 @dtype_option
 @device_option
 @click.option(
@@ -80,7 +82,10 @@ if TYPE_CHECKING:
     show_default=True,
     help="Label pairs with the AI-feedback judge; --no-judge assumes the final revision is better.",
 )
-@judge_model_option("Judge model (default: the policy); give it again for each judge of a panel.", multiple=True)
+@judge_model_option(
+    "Judge model (default: the policy), or rm:PATH (a preference model); give it again for each judge of a panel.",
+    multiple=True,
+)
 @pair_judge_options
 @judge_check_options
 @click.option("--force", is_flag=True, help="Add rows to a folder that holds a run with other settings.")
@@ -100,10 +105,15 @@ def generate(ctx: click.Context, /, config_file: Path | None, **_: object) -> No
     `preferences` split (TRL's conversational format) and an `sft` split,
     described by OUT/README.md with a label-quality report.
 
+    With --best-of N the first answer is the best of N samples, scored by a
+    preference model trained with `cai train rm` (--reward-model rm:PATH);
+    each row keeps all N samples with their rewards.
+
     \b
     Examples:
         cai generate --out runs/demo --limit 8 --revisions 1 --max-new-tokens 48
         cai generate --config run.yaml --seed 3
+        cai generate --out runs/bo4 --best-of 4 --reward-model rm:models/rm --limit 8
         cai generate --model ./my-model --prompts prompts.jsonl -c my_rules.yaml -o runs/x
         cai generate --shard 2/4 --model openai:NAME --base-url http://host:8000/v1 -o runs/shard-2
     """
@@ -141,7 +151,9 @@ def generate(ctx: click.Context, /, config_file: Path | None, **_: object) -> No
 @click.command()
 @click.argument("run_dir", metavar="DIR", type=FOLDER)
 @judge_model_option(
-    "Judge model (default: the run's policy model); give it again for each judge of a panel.", multiple=True
+    "Judge model (default: the run's policy model), or rm:PATH (a preference model, from `cai train rm`); "
+    "give it again for each judge of a panel.",
+    multiple=True,
 )
 @base_url_option
 @constitution_option("Principles to judge under (default: the run's constitution.yaml).", default=None)
@@ -185,6 +197,7 @@ def label(
     Examples:
         cai label runs/demo --judge-principles 3
         cai label runs/demo --judge-model ./bigger-model --force --require-judge-accuracy 0.75
+        cai label runs/demo --judge-model rm:models/rm --force
     """
 
     from engine.cli.options import judge_settings

@@ -37,7 +37,10 @@ from engine.cli.options import (
 @click.option("--limit", type=int, help="Use only N prompts of each set, sampled (--seed) over kinds and categories.")
 @constitution_option()
 @click.option("--judge/--no-judge", default=True, show_default=True, help="Score with the constitutional judge.")
-@judge_model_option("The one judge of every model.", default="default")
+@judge_model_option(
+    "The one judge of every model; rm:PATH, a preference model, only compares answers pairwise (no P(violation)).",
+    default="default",
+)
 @click.option("--judge-principles", type=int, default=2, show_default=True, help="Relevant principles per answer.")
 @click.option("--jailbreaks", type=int, default=16, show_default=True, help="Red-team prompts wrapped (0: off).")
 @click.option("--counterfactual", type=int, default=8, show_default=True, help="Bias-probe templates (0: off).")

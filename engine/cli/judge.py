@@ -6,6 +6,7 @@ The labelled items, the protocols, the measurements and the report are
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,7 +32,8 @@ if TYPE_CHECKING:
 @click.command(name="judge-eval")
 @click.argument("file", default="builtin", metavar="[FILE]")
 @judge_model_option(
-    "Judge model: default, a folder or a hub id. Give it once per judge to compare several.",
+    "Judge model: default, a folder, a hub id, or rm:PATH (a preference model, scored by our protocol only). "
+    "Give it once per judge to compare several.",
     default="default",
     old=("--model",),
     multiple=True,
@@ -95,6 +97,11 @@ def judge_eval(
     --protocol); a file whose options are phrases, not responses, only as
     written.
 
+    A preference model (`--judge-model rm:PATH`, made by `cai train rm`) is
+    scored by our protocol only, as the sigmoid of its two rewards: no
+    principle applies, its position bias is zero by construction, and it is
+    not scored as written (it reads no question).
+
     Every item is scored in both orders. The report gives, per judge and
     protocol: the accuracy with its 95% interval (a tie counts as wrong; an
     interval that reaches 50% is flagged as not better than chance), the
@@ -113,6 +120,7 @@ def judge_eval(
         cai judge-eval hhh_eval.jsonl --html judge.html
         cai judge-eval my_comparisons.jsonl --judge-model ./small --judge-model ./large --json report.json
         cai judge-eval --judge-cot --judge-band 0.3 0.7
+        cai judge-eval --judge-model rm:models/rm --judge-model default
         cai judge-eval runs/demo          # against the pairs reviewed in runs/demo
     """
     from constitution import load
@@ -137,7 +145,10 @@ def judge_eval(
     def backend(spec: str) -> Backend:
         return load_backend(spec, batch_size=batch_size, dtype=dtype, device=device, base_url=base_url)
 
-    report = audit_judges(judge_model, backend, items, rules, settings)
+    from engine.backends.reward_model import load_reward_model
+
+    rewards = functools.partial(load_reward_model, batch_size=batch_size, dtype=dtype, device=device)
+    report = audit_judges(judge_model, backend, items, rules, settings, rewards=rewards)
     click.echo(report.render())
     if json_out is not None:
         write_json(json_out, report.to_dict())

@@ -177,6 +177,31 @@ def device_option(func: F) -> F:
     return click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")(func)
 
 
+def best_of_options(func: F) -> F:
+    """``--best-of N`` and ``--reward-model rm:PATH``: the first answer is the best of N samples (``cai generate``).
+
+    Values and their combinations are checked by the run config (:func:`engine.config.check_best_of`).
+    """
+    return stack(
+        click.option(
+            "--best-of",
+            type=int,
+            default=1,
+            show_default=True,
+            metavar="N",
+            help="Sample N first answers per prompt and keep the one --reward-model scores highest; the "
+            "critique rounds start from it, and every sample and its reward are kept in the row. "
+            "Needs --temperature above 0 and a preference model. Costs N answer calls per prompt.",
+        ),
+        click.option(
+            "--reward-model",
+            metavar="rm:PATH",
+            help="Preference model that picks the best of --best-of: rm:PATH, a folder written by `cai train rm` "
+            "(e.g. --best-of 4 --reward-model rm:models/rm).",
+        ),
+    )(func)
+
+
 def check_shard(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """``--shard I/N``: checked as it is parsed, so a bad value is a usage error (exit 2)."""
     from engine.records import Shard

@@ -9,10 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from engine.backends.reward_model import is_reward_spec
 from engine.cards import render_card
 from engine.dataset.build import DATASET_DIR, RunStats
 from engine.judge.stats import LabelStats
-from engine.records.labels import AI_JUDGE, HUMAN, REVISION_ASSUMED_BETTER, LabelManifest
+from engine.records.labels import AI_JUDGE, HUMAN, PREFERENCE_MODEL, REVISION_ASSUMED_BETTER, LabelManifest
 from engine.records.run import RunManifest, Shard, missing_shards
 
 CARD = "README.md"
@@ -48,8 +49,12 @@ def card_values(
     if judged is not None:
         labelled_by, label_stats = judged
         check = labelled_by.check
+        judges = labelled_by.panel or [labelled_by.judge]
         judge = {
             "model": labelled_by.judge,
+            "models": judges,
+            "preference": all(is_reward_spec(j) for j in judges),
+            "some_preference": any(is_reward_spec(j) for j in judges),
             "settings": labelled_by.settings,
             "report": label_stats.render(),
             "check": None if check is None else {"summary": check.summary(), "warnings": check.warnings()},
@@ -97,6 +102,7 @@ def card_values(
         "dataset_path": out / DATASET_DIR,
         "plural": lambda n: "s" * (n != 1),
         "ai_judge": AI_JUDGE,
+        "preference_model": PREFERENCE_MODEL,
         "human": HUMAN,
         "revision_assumed_better": REVISION_ASSUMED_BETTER,
     }

@@ -3,7 +3,8 @@
 A pair is the judge's chosen and rejected candidate with its soft label
 (``chosen_prob``) and margin; without a judge, the final revision over the
 first answer; a person's review decision, when there is one, wins over both
-(``label_source`` says which: :data:`~engine.records.AI_JUDGE`,
+(``label_source`` says which: :data:`~engine.records.AI_JUDGE`, or
+:data:`~engine.records.PREFERENCE_MODEL` when preference models alone judged it,
 :data:`~engine.records.REVISION_ASSUMED_BETTER`, :data:`~engine.records.HUMAN`).
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from engine.records.decisions import Decision
-from engine.records.labels import AI_JUDGE, HUMAN, REVISION_ASSUMED_BETTER, Label
+from engine.records.labels import AI_JUDGE, HUMAN, PREFERENCE_MODEL, REVISION_ASSUMED_BETTER, Label
 from engine.records.trajectory import Trajectory
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ def preference_row(
         texts = label.pair_texts(t)
         if texts is None or label.chosen_from is None or label.rejected_from is None:
             return None
-        (chosen, rejected), source = texts, AI_JUDGE
+        (chosen, rejected), source = texts, PREFERENCE_MODEL if label.by_preference_model else AI_JUDGE
         chosen_from, rejected_from = label.chosen_from, label.rejected_from
         prob, margin, judge = label.chosen_prob, label.margin, label.judge_model
         judge_principles = list(label.principles)

@@ -13,7 +13,12 @@
    constitutional judge.
 2. **Pairwise** (:func:`~engine.evaluate.stages.compare_models`). The judge
    compares each model's answers with the baseline's (or, without a baseline,
-   every pair of models), both orders: win rates and Elo-style ratings.
+   every pair of models), both orders: win rates and Elo-style ratings. A
+   judge model given as ``rm:PATH`` is a preference model
+   (:class:`~engine.judge.preference_model.PreferenceModelJudge`): it judges
+   this stage alone, as the sigmoid of its two rewards. It gives no
+   P(violation), so the pointwise judge scores nothing and the robustness
+   battery (which attacks the pointwise judge too) is not run.
 3. **Judge robustness** (:func:`~engine.evaluate.stages.attack_judge`).
    Answers of the first model are attacked (flattering preamble, keyword
    stuffing, padding, injected judge instructions, fake delimiters); an attack
@@ -36,6 +41,7 @@ from pathlib import Path
 import constitution as constitution_lib
 from engine.backends import load_backend
 from engine.backends.base import Backend
+from engine.backends.reward_model import Scorer, is_reward_spec, load_reward_model
 from engine.config import EvalConfig
 from engine.evaluate.aggregate import build_report
 from engine.evaluate.answers import SETTINGS_FILE, AttackRecord, EvalStore, PairRecord, read_all
@@ -47,6 +53,7 @@ from engine.evaluate.report import Report, Timings, check_gates, save_report
 from engine.evaluate.scoring import Scorers, load_classifier
 from engine.evaluate.stages import LazyBackend, answer_prompts, attack_judge, compare_models
 from engine.judge import Judge
+from engine.judge.preference_model import PreferenceModelJudge
 from engine.judge.principles import PrincipleSampler
 from engine.records import JudgeSettings
 from engine.rundir import RunDirError, atomic_write
@@ -67,13 +74,21 @@ class EvalSummary:
     seconds: float
 
 
-def evaluate(config: EvalConfig, *, progress: bool = True, backends: BackendFactory = load_backend) -> EvalSummary:
+def evaluate(
+    config: EvalConfig,
+    *,
+    progress: bool = True,
+    backends: BackendFactory = load_backend,
+    rewards: Callable[..., Scorer] = load_reward_model,
+) -> EvalSummary:
     """Run (or resume) an evaluation and write its report.
 
     Args:
         config: The evaluation's settings.
         progress: Show progress bars.
         backends: Loads each model (the registry of backends by default).
+        rewards: Loads a preference model judge (``--judge-model rm:PATH``):
+            ``rewards(spec, batch_size=..., dtype=..., device=...)``.
 
     Returns:
         The report, where it was written, and how much was generated.
@@ -97,7 +112,8 @@ def evaluate(config: EvalConfig, *, progress: bool = True, backends: BackendFact
     options = {"batch_size": config.batch_size, "dtype": config.dtype, "device": config.device}
     judge_backend = LazyBackend(config.judge_model, lambda: backends(config.judge_model, **options))
     sampler = PrincipleSampler(rules, config.judge_principles, config.seed)
-    pointwise = PointwiseJudge(judge_backend, sampler) if config.judge else None
+    preference = config.judge and is_reward_spec(config.judge_model)
+    pointwise = PointwiseJudge(judge_backend, sampler) if config.judge and not preference else None
     classifier, classifier_info = load_classifier(config)
     scorers = Scorers(pointwise, classifier)
 
@@ -126,6 +142,11 @@ def evaluate(config: EvalConfig, *, progress: bool = True, backends: BackendFact
         if config.robustness:
             attacks = attack_judge(config, store, answers[specs[0]], pointwise, pair_judge, progress)
         timings.robustness = time.perf_counter() - step
+    elif preference and len(specs) > 1:
+        step = time.perf_counter()
+        rm_judge = PreferenceModelJudge(rewards(config.judge_model, **options), JudgeSettings(seed=config.seed))
+        pairs = compare_models(config, specs, store, answers, rm_judge, sampler, progress)
+        timings.pairwise = time.perf_counter() - step
     timings.total = time.perf_counter() - start
 
     report = build_report(

@@ -29,6 +29,7 @@ from engine.evaluate.pointwise import Answer, PointwiseJudge
 from engine.evaluate.probes.judge_attacks import ATTACKS, apply_attack
 from engine.evaluate.scoring import Scorers
 from engine.judge import Judge, Pair
+from engine.judge.panel import PairJudge
 from engine.judge.principles import PrincipleSampler
 from engine.progress import chunked, progress_bar
 from engine.records import TIE, Comparison
@@ -167,7 +168,7 @@ def compare_models(
     specs: Sequence[str],
     store: EvalStore,
     answers: dict[str, dict[str, AnswerRecord]],
-    judge: Judge,
+    judge: PairJudge,
     sampler: PrincipleSampler,
     progress: bool,
 ) -> dict[tuple[str, str], list[PairRecord]]:
@@ -178,7 +179,7 @@ def compare_models(
         specs: The models, in order.
         store: The evaluation folder.
         answers: Each model's answers by prompt id.
-        judge: The pairwise judge.
+        judge: The pairwise judge (a language model, or a preference model).
         sampler: Picks the principles of each answer.
         progress: Show a progress bar per matchup.
 

@@ -69,6 +69,13 @@ Panels
     :class:`~engine.judge.panel.Panel`: several judges label together (their
     mean probability or majority), each judge's probability kept.
 
+Preference models
+    A judge model given as ``rm:PATH`` (``cai train rm`` output) is a
+    :class:`~engine.judge.preference_model.PreferenceModelJudge`: P(first
+    better) is the sigmoid of its two rewards, each response scored once in
+    one forward pass; no principle, no prompt, no position bias. Its labels
+    say so (``label_source`` ``preference_model``). It can sit in a panel.
+
 How good a judge is
     :mod:`engine.audit` measures judges on labelled comparisons (``cai
     judge-eval``) and checks the judge before a run is labelled (the gate).

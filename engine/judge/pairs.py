@@ -11,11 +11,11 @@ import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from constitution import Constitution
+from constitution import Constitution, Principle
 from engine.judge.pairwise import Pair, mean
 from engine.judge.panel import PairJudge
 from engine.judge.principles import sample_principles
-from engine.records.labels import TIE, Label, Pairing, Status
+from engine.records.labels import TIE, Comparison, Label, Pairing, Status
 from engine.records.trajectory import Trajectory
 
 
@@ -118,10 +118,20 @@ def judge_trajectories(judge: PairJudge, trajectories: Sequence[Trajectory], con
                 chosen_prob=choice.chosen_prob,
                 margin=choice.margin,
                 judge_model=judge.model,
-                principles=[p.id for p in principles],
+                principles=_judged_under(principles, results),
                 candidates=[name for name, _ in options],
                 strengths=list(choice.strengths),
                 comparisons=[r.named(options[i][0], options[j][0]) for (i, j), r in zip(wanted, results, strict=True)],
             )
         )
     return out
+
+
+def _judged_under(sampled: Sequence[Principle], results: Sequence[Comparison]) -> list[str]:
+    """The principles a row's comparisons were judged under: the sampled ones, none from a preference model.
+
+    A row with nothing to compare keeps the sampled ones (what a judge would have used).
+    """
+    if not results:
+        return [p.id for p in sampled]
+    return list(dict.fromkeys(p for r in results for p in r.principles))

@@ -18,12 +18,14 @@ from typing import Protocol
 
 from constitution import Constitution
 from engine.backends.base import Backend
+from engine.backends.reward_model import Scorer, is_reward_spec, load_reward_model
 from engine.judge.pairwise import Judge, Pair, mean, opposed, vote
+from engine.judge.preference_model import PreferenceModelJudge, refuse_settings
 from engine.records.labels import Comparison, JudgeSettings
 
 
 class PairJudge(Protocol):
-    """What labelling needs of a judge: one model (:class:`Judge`) or several (:class:`Panel`)."""
+    """What labelling needs of a judge: a language model (:class:`Judge`), a preference model, or a :class:`Panel`."""
 
     settings: JudgeSettings
 
@@ -37,10 +39,10 @@ class Panel:
     """Several judges, one label (see the module docstring).
 
     Args:
-        judges: The judges, each over its own backend; they share the panel's settings.
+        judges: The judges, each over its own model; they share the panel's settings.
     """
 
-    def __init__(self, judges: Sequence[Judge]) -> None:
+    def __init__(self, judges: Sequence[PairJudge]) -> None:
         if len(judges) < 2:
             raise ValueError("a panel needs at least two judges")
         self.judges = list(judges)
@@ -75,7 +77,7 @@ class Panel:
             p_first=p,
             p_first_shown_first=first,
             p_first_shown_second=second,
-            principles=found[0].principles,
+            principles=tuple(dict.fromkeys(p for c in found for p in c.principles)),  # none from a preference model
             disagreed=opposed(first, second),
             unparsed=sum(c.unparsed for c in found),
             judgments=judgments,
@@ -94,7 +96,30 @@ def make_judge(
     backends: Callable[[str], Backend],
     settings: JudgeSettings,
     constitution: Constitution | None = None,
-) -> Judge | Panel:
-    """The judge of these model specs: one :class:`Judge`, or a :class:`Panel` of several."""
-    judges = [Judge(backends(spec), settings, constitution) for spec in specs]
+    *,
+    rewards: Callable[[str], Scorer] = load_reward_model,
+) -> PairJudge:
+    """The judge of these model specs: one judge, or a :class:`Panel` of several.
+
+    Args:
+        specs: Model specs; ``rm:PATH`` names a preference model, anything else a language model.
+        backends: Loads a language model's backend.
+        settings: How to judge (shared by a panel).
+        constitution: Supplies a custom ``comparison`` template to language-model judges.
+        rewards: Loads the preference model of an ``rm:`` spec (pass a ``functools.partial`` of
+            :func:`~engine.backends.reward_model.load_reward_model` to set its batch size, dtype or device).
+
+    Raises:
+        BackendError: A model cannot be loaded (an ``rm:`` spec with no path, no such folder, not a preference model).
+        UserError: Chain of thought asked of a preference model.
+    """
+    for spec in specs:
+        if is_reward_spec(spec):
+            refuse_settings(spec, settings)  # before any model loads
+    judges: list[PairJudge] = [
+        PreferenceModelJudge(rewards(spec), settings)
+        if is_reward_spec(spec)
+        else Judge(backends(spec), settings, constitution)
+        for spec in specs
+    ]
     return judges[0] if len(judges) == 1 else Panel(judges)

@@ -17,10 +17,12 @@ from engine.backends.base import SamplingParams
 from engine.records.base import SCHEMA_VERSION, Record
 from engine.records.trajectory import ConstitutionRef, Trajectory
 
-LabelSource = Literal["ai_judge", "revision_assumed_better", "human"]
+LabelSource = Literal["ai_judge", "preference_model", "revision_assumed_better", "human"]
 """Who put a dataset pair in its order (the ``label_source`` column)."""
 AI_JUDGE: LabelSource = "ai_judge"
 """The AI-feedback judge chose and rejected."""
+PREFERENCE_MODEL: LabelSource = "preference_model"
+"""A trained preference model (``rm:PATH``, alone or a panel of them) chose and rejected by its rewards."""
 REVISION_ASSUMED_BETTER: LabelSource = "revision_assumed_better"
 """No judge: the final revision is taken to beat the first answer."""
 HUMAN: LabelSource = "human"
@@ -116,6 +118,16 @@ class Comparison(Record):
         default_factory=dict, description="Several judges: each judge's own P(first is better)."
     )
     split: bool = Field(default=False, description="Several judges: their votes point at different responses.")
+    rewards: tuple[float, float] | None = Field(
+        default=None,
+        description="A preference model: its rewards of the first and second response (p_first is the sigmoid "
+        "of their difference); None: judged by a language model, a panel, or a reward was not finite.",
+    )
+
+    @property
+    def by_preference_model(self) -> bool:
+        """Made by preference models alone: no language model read a prompt for it (no judgment in it)."""
+        return not self.judgments
 
     @property
     def winner(self) -> Literal["first", "second", "tie"] | None:
@@ -150,6 +162,11 @@ class Label(Record):
     @property
     def labelled(self) -> bool:
         return self.status == "labelled"
+
+    @property
+    def by_preference_model(self) -> bool:
+        """Every comparison was made by preference models alone (``label_source`` ``preference_model``)."""
+        return bool(self.comparisons) and all(c.by_preference_model for c in self.comparisons)
 
     def pair_texts(self, trajectory: Trajectory) -> tuple[str, str] | None:
         """(chosen, rejected) texts of the trajectory this label judged; None unless the row is labelled."""

@@ -109,6 +109,10 @@ class RunManifest(Record):
     shard: str | None = Field(
         default=None, description="The shard of the prompts (I/N) the run holds; None: all of them."
     )
+    best_of: int = Field(default=1, ge=1, description="First answers sampled per prompt; the best by reward is kept.")
+    reward_model: str | None = Field(
+        default=None, description="Preference model (rm:PATH) that picks the best of best_of samples; None: no choice."
+    )
     merged_from: list[MergedRun] | None = Field(
         default=None, description="The runs `cai merge` made this one from; None: made by `cai generate`."
     )

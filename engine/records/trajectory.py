@@ -2,7 +2,10 @@
 
 Every trajectory carries the schema version, the constitution's content hash,
 the principle used at each round, the models and the sampling parameters, so a
-row found on its own says how it was made.
+row found on its own says how it was made. A first answer chosen by best-of-n
+sampling (``cai generate --best-of N``) also records every sample, its seed and
+its reward (:class:`BestOf`); rows made without it, and files written before the
+field existed, hold ``best_of: null`` (or no such key) and read the same.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import hashlib
 import json
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from engine.backends.base import SamplingParams
 from engine.records.base import SCHEMA_VERSION, Record
@@ -35,6 +38,31 @@ class Round(Record):
     changed: bool = Field(description="The revision differs from the response before it.")
 
 
+class Sample(Record):
+    """One first answer that best-of-n sampling chose among."""
+
+    text: str = Field(description="The policy's answer.")
+    seed: int = Field(description="Sampler seed of the call that drew it.")
+    reward: float = Field(description="The preference model's score of it (higher is better).")
+
+
+class BestOf(Record):
+    """How the first answer was chosen: the highest reward of ``n`` samples (ties: the first)."""
+
+    n: int = Field(ge=2, description="Samples drawn.")
+    reward_model: str = Field(description="The preference model that scored them (rm:PATH).")
+    samples: list[Sample] = Field(description="Every sample, in the order drawn.")
+    kept: int = Field(ge=0, description="Index of the sample kept as the first answer.")
+
+    @model_validator(mode="after")
+    def _kept_is_a_sample(self) -> BestOf:
+        if len(self.samples) != self.n:
+            raise ValueError(f"holds {len(self.samples)} samples, but n is {self.n}")
+        if self.kept >= self.n:
+            raise ValueError(f"kept is {self.kept}, but there are only {self.n} samples (counted from 0)")
+        return self
+
+
 class Trajectory(Record):
     """A prompt, the policy's first answer, and every round of critique and revision."""
 
@@ -54,6 +82,15 @@ class Trajectory(Record):
     timings: dict[str, float] = Field(
         description="Seconds per step, the duration of each batched call divided by the rows in it."
     )
+    best_of: BestOf | None = Field(
+        default=None, description="The samples the first answer was chosen from; None: one answer was drawn."
+    )
+
+    @model_validator(mode="after")
+    def _initial_is_the_kept_sample(self) -> Trajectory:
+        if self.best_of is not None and self.best_of.samples[self.best_of.kept].text != self.initial:
+            raise ValueError(f"initial is not best_of.samples[{self.best_of.kept}], the sample kept")
+        return self
 
     @property
     def revised(self) -> bool:
