@@ -222,3 +222,23 @@ def test_dpo_under_accelerate_launch_on_two_processes(run: Path, tiny_dir: Path,
     provenance = check_model_folder(out, tiny_dir)
     assert provenance["processes"] == 2 and provenance["kind"] == "dpo" and provenance["steps"] == 2
     assert _last_state(out)["epoch"] == pytest.approx(1.0)
+
+
+@pytest.mark.slow
+def test_a_preference_model_under_accelerate_launch_scores_each_heldout_pair_once(
+    run: Path, tiny_dir: Path, tmp_path: Path
+) -> None:
+    from engine.train.rm_data import reward_data
+
+    out = tmp_path / "rm"
+    args = ["train", "rm", "--data", str(run), "--out", str(out), "--model", str(tiny_dir), "--heldout", "0.5"]
+    done = launch([*args, "--labels", "hard", "--seed", "0", *COMMON, "--max-length", "1024"], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("trained rm for 2 steps") == 1, done.stdout
+    assert done.stdout.count("held-out accuracy") == 1
+    provenance = json.loads((out / "cai-train.json").read_text())
+    assert provenance["processes"] == 2 and provenance["kind"] == "rm"
+    heldout = reward_data([str(run)], heldout=0.5).heldout
+    assert heldout is not None
+    # gathered over both processes, each held-out pair counted once
+    assert provenance["evaluation"]["heldout"]["pairs"] == len(heldout)  # type: ignore[index]

@@ -156,12 +156,25 @@ def test_a_preference_model_learns_the_judges_taste_and_stops_at_its_confidence(
     card = (out / "README.md").read_text(encoding="utf-8")
     assert "held out" in card and "Bradley-Terry" in card and "AutoModelForSequenceClassification" in card
 
-    from engine.backends.reward_model import load_reward_model
-
-    rm = load_reward_model(f"rm:{out}", dtype="float32", device="cpu")
-    chat = [{"role": "user", "content": "How do I plant tulips?"}]
-    helpful, refusal = rm.score([(chat, "Here is what I know: garden lamp river."), (chat, f"{REFUSAL} garden lamp")])
-    assert helpful > refusal
+    # cai judge-eval reports it as a judge, on comparisons of prompts it never saw
+    comparisons = tmp_path / "unseen.jsonl"
+    lines = []
+    for i in range(20):
+        chat = [{"role": "user", "content": f"Unseen question {i}: what about the {WORDS[i % len(WORDS)]}?"}]
+        body = taste_reply(chat, SamplingParams()).split(". ", 1)[-1].removeprefix("Here is what I know: ")
+        lines.append(
+            {"prompt": chat[0]["content"], "chosen": f"Here is what I know: {body}", "rejected": f"{REFUSAL} {body}"}
+        )
+    comparisons.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    report = tmp_path / "judge.json"
+    result = CliRunner().invoke(
+        cli, ["judge-eval", str(comparisons), "--judge-model", f"rm:{out}", "--dtype", "float32", "--json", str(report)]
+    )
+    assert result.exit_code == 0, result.output
+    (evaluation,) = json.loads(report.read_text(encoding="utf-8"))["evaluations"]
+    assert evaluation["judge_model"] == f"rm:{out}" and evaluation["n"] == 20
+    assert evaluation["accuracy"] >= 0.9, evaluation
+    assert f"rm:{out}" in result.output
 
 
 def test_sources_mix_and_human_decisions_count_as_sure_labels(taste_run: Path, tmp_path: Path) -> None:

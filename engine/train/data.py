@@ -314,6 +314,28 @@ def resolve_mode(labels: str, judged: int, notes: list[str]) -> str:
     return labels
 
 
+def kept_by_margin(
+    margins: list[float | None], judged: int, min_margin: float, where: str, notes: list[str]
+) -> list[int]:
+    """Indices of the pairs ``--min-margin`` keeps (unjudged pairs stay); a note says what it dropped.
+
+    Raises:
+        TrainError: No pair reaches the margin.
+    """
+    keep = list(range(len(margins)))
+    if min_margin <= 0:
+        return keep
+    if not judged:
+        notes.append(f"--min-margin {min_margin} ignored: the pairs carry no judge margins")
+        return keep
+    keep = [i for i in keep if margins[i] is None or margins[i] >= min_margin]  # type: ignore[operator]
+    if not keep:
+        raise TrainError(f"{where}: no pair has a margin of at least {min_margin}; lower --min-margin")
+    if len(keep) < len(margins):
+        notes.append(f"{len(margins) - len(keep)} of {len(margins)} pairs dropped: judge margin below {min_margin}")
+    return keep
+
+
 def targets_and_weights(
     mode: str, probs: list[float | None], margins: list[float | None]
 ) -> tuple[list[float], list[float]]:
@@ -369,18 +391,10 @@ def preference_data(
     probs, margins = read_labels(data, where)
     judged = sum(p is not None for p in probs)
     mode = resolve_mode(labels, judged, notes)
-    keep = list(range(total))
-    if min_margin > 0:
-        if not judged:
-            notes.append(f"--min-margin {min_margin} ignored: the pairs carry no judge margins")
-        else:
-            keep = [i for i in keep if margins[i] is None or margins[i] >= min_margin]  # type: ignore[operator]
+    keep = kept_by_margin(margins, judged, min_margin, where, notes)
     dropped = total - len(keep)
-    if not keep:
-        raise TrainError(f"{where}: no pair has a margin of at least {min_margin}; lower --min-margin")
     if dropped:
         data = data.select(keep)
-        notes.append(f"{dropped} of {total} pairs dropped: judge margin below {min_margin}")
     if limit is not None:
         keep = keep[:limit]
         data = data.select(range(min(limit, len(data))))
@@ -398,6 +412,7 @@ __all__ = [
     "WEIGHT_COLUMN",
     "TrainData",
     "apply_reviews",
+    "kept_by_margin",
     "load_split",
     "locate",
     "preference_data",

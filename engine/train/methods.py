@@ -233,7 +233,7 @@ def _rl_rewards(options: TrainOptions, plan: Plan) -> dict[str, Any]:
                     PreferenceModelReward(load_reward_model(source.spec, batch_size=options.judge_batch_size))
                 )
         except BackendError as exc:
-            raise TrainError(f"--reward-model {source.spec}: {exc}") from None
+            raise TrainError(f"judge model: {exc}" if source.spec == JUDGE else f"--reward-model {exc}") from None
     return {"reward_funcs": functions}
 
 
@@ -269,6 +269,25 @@ def _rl_provenance(options: TrainOptions, data: TrainData) -> dict[str, Any]:
     if any(s.spec == JUDGE for s in sources):
         judge = {"model": options.judge_model, "principles": options.judge_principles, "reward": data.labels}
     return {"judge": judge, "rewards": [{"source": s.spec, "name": s.name, "weight": s.weight} for s in sources]}
+
+
+def _rl_method(name: Kind, config: str, trainer: str, near: Kind, trainer_name: str) -> Method:
+    """grpo and rloo differ only in TRL's classes: the prompts, rewards, card and provenance are shared."""
+    return Method(
+        name=name,
+        config=f"trl.trainer.{config}",
+        trainer=f"trl.trainer.{trainer}",
+        near=near,
+        unit="prompts",
+        summary=f"online RLAIF with TRL {trainer_name}",
+        inputs=_rl_inputs,
+        labels_are="reward",
+        group_size=_grpo_group_size,
+        loads_a_judge=True,
+        trainer_arguments=_rl_rewards,
+        card_details=_rl_details,
+        provenance=_rl_provenance,
+    )
 
 
 # ----------------------------------------------------------------------------- rm: pairs of several sources
@@ -355,35 +374,13 @@ METHODS: dict[Kind, Method] = {
         card_details=_dpo_details,
         provenance=_dpo_provenance,
     ),
-    "grpo": Method(
-        name="grpo",
-        config="trl.trainer.grpo_config:GRPOConfig",
-        trainer="trl.trainer.grpo_trainer:GRPOTrainer",
-        near="dpo",
-        unit="prompts",
-        summary="online RLAIF with TRL `GRPOTrainer`",
-        inputs=_rl_inputs,
-        labels_are="reward",
-        group_size=_grpo_group_size,
-        loads_a_judge=True,
-        trainer_arguments=_rl_rewards,
-        card_details=_rl_details,
-        provenance=_rl_provenance,
-    ),
-    "rloo": Method(
-        name="rloo",
-        config="trl.trainer.rloo_config:RLOOConfig",
-        trainer="trl.trainer.rloo_trainer:RLOOTrainer",
-        near="grpo",
-        unit="prompts",
-        summary="online RLAIF with TRL `RLOOTrainer` (REINFORCE, leave-one-out baseline)",
-        inputs=_rl_inputs,
-        labels_are="reward",
-        group_size=_grpo_group_size,
-        loads_a_judge=True,
-        trainer_arguments=_rl_rewards,
-        card_details=_rl_details,
-        provenance=_rl_provenance,
+    "grpo": _rl_method("grpo", "grpo_config:GRPOConfig", "grpo_trainer:GRPOTrainer", "dpo", "`GRPOTrainer`"),
+    "rloo": _rl_method(
+        "rloo",
+        "rloo_config:RLOOConfig",
+        "rloo_trainer:RLOOTrainer",
+        "grpo",
+        "`RLOOTrainer` (REINFORCE, leave-one-out baseline)",
     ),
     "rm": Method(
         name="rm",

@@ -40,6 +40,7 @@ from engine.train.data import (
     TARGET_COLUMN,
     WEIGHT_COLUMN,
     TrainData,
+    kept_by_margin,
     load_split,
     read_labels,
     record_provenance,
@@ -178,15 +179,7 @@ def reward_data(
     total = len(rows)
     judged = sum(p is not None for p in probs)
     mode = resolve_mode(labels, judged, notes)
-    keep = list(range(total))
-    if min_margin > 0:
-        if not judged:
-            notes.append(f"--min-margin {min_margin} ignored: the pairs carry no judge margins")
-        else:
-            keep = [i for i in keep if margins[i] is None or margins[i] >= min_margin]  # type: ignore[operator]
-            if not keep:
-                raise TrainError(f"no pair has a margin of at least {min_margin}; lower --min-margin")
-            notes.append(f"{total - len(keep)} of {total} pairs dropped: judge margin below {min_margin}")
+    keep = kept_by_margin(margins, judged, min_margin, ", ".join(sources), notes)
     dropped = total - len(keep)
     if limit is not None:
         keep = keep[:limit]
