@@ -238,6 +238,11 @@ class EvalConfig(BaseModel):
     robustness: int = Field(
         default=16, ge=0, description="Answers attacked to test the judge's robustness (0 turns the battery off)."
     )
+    sycophancy: int = Field(
+        default=4,
+        ge=0,
+        description="Items per sycophancy probe: pushback, opinion steering, judge sycophancy (0 turns them off).",
+    )
     examples: int = Field(default=12, ge=0, description="Worst-case example answers kept per model in the report.")
     max_new_tokens: int = Field(default=128, ge=1, description="Most new tokens per answer.")
     temperature: float = Field(default=0.0, ge=0, description="Sampling temperature (0 = greedy, reproducible).")

@@ -2,7 +2,7 @@
 
 One module per command group: :mod:`.principles` (``cai principles ...``),
 :mod:`.data` (``generate``, ``label``, ``merge``, ``export``), :mod:`.review`,
-:mod:`.judge` (``judge-eval``), :mod:`.train` (``cai train ...``),
+:mod:`.judge` (``judge-eval``), :mod:`.explain` (``explain``), :mod:`.train` (``cai train ...``),
 :mod:`.eval` (``eval``, ``eval-scorers``); :mod:`.options` declares the
 options several commands share, :mod:`.output` how errors and notes are shown.
 
@@ -27,6 +27,7 @@ import click
 
 from engine.cli.data import export_, generate, label, merge
 from engine.cli.eval import eval_, eval_scorers
+from engine.cli.explain import explain
 from engine.cli.judge import judge_eval
 from engine.cli.principles import principles
 from engine.cli.review import review
@@ -98,7 +99,7 @@ def cli() -> None:
     """
 
 
-for _command in (principles, generate, label, merge, export_, review, judge_eval, eval_, eval_scorers, train):
+for _command in (principles, generate, label, merge, export_, review, judge_eval, explain, eval_, eval_scorers, train):
     cli.add_command(_command)
 
 

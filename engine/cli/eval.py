@@ -45,6 +45,13 @@ from engine.cli.options import (
 @click.option("--jailbreaks", type=int, default=16, show_default=True, help="Red-team prompts wrapped (0: off).")
 @click.option("--counterfactual", type=int, default=8, show_default=True, help="Bias-probe templates (0: off).")
 @click.option("--robustness", type=int, default=16, show_default=True, help="Answers attacked to test the judge.")
+@click.option(
+    "--sycophancy",
+    type=int,
+    default=4,
+    show_default=True,
+    help="Items per sycophancy probe: pushback, opinion steering, judge (0: off).",
+)
 @click.option("--examples", type=int, default=12, show_default=True, help="Worst-case answers shown per model.")
 @click.option("--classifier/--no-classifier", default=True, show_default=True, help="Use the MiniLM harm classifier.")
 @click.option("--max-new-tokens", type=int, default=128, show_default=True, help="Most tokens per answer.")
@@ -81,13 +88,17 @@ def eval_(ctx: click.Context, /, config_file: Path | None, compare: tuple[Path, 
     relevant principles, asked both ways). With a baseline the judge also
     compares answers pairwise (both orders): win rate and Elo. The judge itself
     is tested against attacks (flattery, keyword stuffing, padding, injected
-    instructions) and for position bias.
+    instructions) and for position bias. Sycophancy probes measure how often a
+    model drops a right answer when the user pushes back (pushback), follows a
+    wrong view the user states (steering), and how often the judge prefers a
+    response agreeing with a wrong view over a correct one (judge_sycophancy).
 
     OUT/report.json (versioned) and OUT/report.html (one self-contained page)
     hold every metric with a 95% bootstrap interval. Answers stream to
     OUT/answers/; rerunning the command resumes. Metrics for gates: harmlessness,
     helpfulness, refusal_on_harmful, win_rate (--fail-under); harmful_compliance,
-    over_refusal, evasive, judge_violation, classifier_harm (--fail-over).
+    over_refusal, evasive, judge_violation, classifier_harm, pushback, steering,
+    judge_sycophancy (--fail-over).
 
     \b
     Examples:
@@ -132,10 +143,17 @@ def eval_(ctx: click.Context, /, config_file: Path | None, compare: tuple[Path, 
     click.echo("\n" + render_table(report))
     t = report.timings
     click.echo(
-        f"\n{summary.generated} new answers, {summary.seconds:.0f} s (generation {t.generation:.0f} s, "
+        f"\n{summary.generated} new answers (+{summary.probed} to sycophancy probes), {summary.seconds:.0f} s "
+        f"(generation {t.generation:.0f} s, "
         f"judge {t.judge:.0f} s, pairwise {t.pairwise:.0f} s, classifier {t.classifier:.0f} s, "
-        f"robustness {t.robustness:.0f} s)"
+        f"robustness {t.robustness:.0f} s, sycophancy {t.sycophancy:.0f} s)"
     )
+    for name, rows in [(m.name, (m.pushback, m.steering)) for m in report.models] + [
+        (f"the judge ({report.judge})", (report.judge_sycophancy,))
+    ]:
+        shown = [f"{row.probe} {row.rate or 'n/a (n=0)'}" for row in rows if row is not None]
+        if shown:
+            click.echo(f"sycophancy of {name}: " + "; ".join(shown))
     fooled = [row.attack for row in report.robustness if row.flagged]
     if fooled:
         click.echo(f"judge robustness: these attacks moved the judge: {', '.join(fooled)} (see the report)")

@@ -11,7 +11,7 @@ is defined in :mod:`engine.evaluate.metrics`.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -45,6 +45,7 @@ from engine.evaluate.report import (
     PhraseRow,
     PositionBias,
     Report,
+    SycophancyRow,
     Timings,
 )
 
@@ -69,6 +70,8 @@ def build_report(
     *,
     timings: Timings,
     classifier_info: dict[str, Any] | None,
+    sycophancy: Mapping[str, tuple[SycophancyRow | None, SycophancyRow | None]] | None = None,
+    judge_sycophancy: SycophancyRow | None = None,
 ) -> Report:
     """Every metric of the report from the stored records (no model is called).
 
@@ -81,6 +84,9 @@ def build_report(
         attacks: The judge-robustness records.
         timings: Wall time per stage.
         classifier_info: The report's ``harm_classifier`` entry.
+        sycophancy: Each model's pushback and steering rows
+            (:func:`engine.evaluate.sycophancy.model_rows`); none when the probes were off.
+        judge_sycophancy: The judge's sycophancy row.
 
     Returns:
         The report, without its gates.
@@ -96,6 +102,7 @@ def build_report(
         role = "baseline" if spec == config.baseline else "model"
         harm = [harm_score(r) for r in red]
         over = over_refusal_rate([r.refusal for r in benign], seed=seed)
+        pushback, steering = (sycophancy or {}).get(spec, (None, None))
         result = ModelResult(
             name=spec,
             role=role,
@@ -120,6 +127,8 @@ def build_report(
             ],
             jailbreaks=_jailbreaks(records, red, seed),
             counterfactual=_counterfactual(records),
+            pushback=pushback,
+            steering=steering,
             answers=len(records),
             generated_tokens=sum(r.tokens for r in records),
         )
@@ -135,6 +144,7 @@ def build_report(
         settings=config.model_dump(mode="json", exclude={"force"}),
         models=results,
         robustness=_attack_rows(attacks, seed),
+        judge_sycophancy=judge_sycophancy,
         position_bias=_position_bias(pairs, attacks),
         refusal_detector=detector,
         harm_classifier=classifier_info,

@@ -6,6 +6,8 @@ An evaluation folder holds::
     answers/<model>.jsonl          one AnswerRecord per prompt: the answer and every per-answer score
     pairwise/<model>--<other>.jsonl  the judge's verdict per prompt on two models' answers
     robustness.jsonl               the judge on attacked answers
+    sycophancy/<model>.jsonl       answers to the sycophancy probes (pushback, opinion steering)
+    judge_sycophancy.jsonl         the judge on agreeing vs correct responses
     report.json, report.html
 
 Every ``.jsonl`` file is an append-only :class:`engine.rundir.JsonlLog`, so a
@@ -27,6 +29,8 @@ SETTINGS_FILE = "eval.json"
 ANSWERS_DIR = "answers"
 PAIRWISE_DIR = "pairwise"
 ROBUSTNESS_FILE = "robustness.jsonl"
+SYCOPHANCY_DIR = "sycophancy"
+JUDGE_SYCOPHANCY_FILE = "judge_sycophancy.jsonl"
 
 PromptSetName = Literal["redteam", "benign", "jailbreak", "counterfactual"]
 RefusalLabel = Literal["refusal", "partial", "compliance"]
@@ -96,6 +100,33 @@ class AttackRecord(BaseModel):
     picked_a: list[bool] = Field(default_factory=list)
 
 
+class SycophancyRecord(BaseModel):
+    """One model's answer to one turn of a sycophancy probe (see :mod:`engine.evaluate.sycophancy`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    """``ITEM~TURN``: one record per question and turn."""
+    item: str
+    probe: Literal["pushback", "steering"]
+    turn: Literal["first", "pushback", "neutral", "steered"]
+    messages: list[dict[str, str]]
+    answer: str
+    tokens: int
+
+
+class JudgeSycophancyRecord(BaseModel):
+    """The judge on one item's agreeing (wrong) response against its correct one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    p_agreeing: float | None
+    """P(the judge prefers the agreeing response), both orders; None when unreadable."""
+    disagreed: bool = False
+    picked_a: list[bool] = Field(default_factory=list)
+
+
 def slug(spec: str) -> str:
     """A file name for a model spec: readable, and unique through a short hash."""
     readable = re.sub(r"[^A-Za-z0-9._-]+", "_", spec.strip("/").rsplit("/", 2)[-1] if "/" in spec else spec)[:40]
@@ -120,10 +151,19 @@ class EvalStore:
         """The judge-robustness battery."""
         return JsonlLog(self.folder / ROBUSTNESS_FILE, AttackRecord, "robustness")
 
+    def sycophancy(self, spec: str) -> JsonlLog[SycophancyRecord]:
+        """The answers of one model to the sycophancy probes."""
+        return JsonlLog(self.folder / SYCOPHANCY_DIR / f"{slug(spec)}.jsonl", SycophancyRecord, "sycophancy answer")
+
+    def judge_sycophancy(self) -> JsonlLog[JudgeSycophancyRecord]:
+        """The judge on agreeing vs correct responses."""
+        return JsonlLog(self.folder / JUDGE_SYCOPHANCY_FILE, JudgeSycophancyRecord, "judge sycophancy")
+
     def prepare(self) -> None:
         """Create the folders (called once the settings are checked)."""
         (self.folder / ANSWERS_DIR).mkdir(parents=True, exist_ok=True)
         (self.folder / PAIRWISE_DIR).mkdir(parents=True, exist_ok=True)
+        (self.folder / SYCOPHANCY_DIR).mkdir(parents=True, exist_ok=True)
 
 
 def read_all(log: JsonlLog[Any]) -> list[Any]:

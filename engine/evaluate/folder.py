@@ -13,7 +13,14 @@ from typing import Any
 
 from constitution import Constitution
 from engine.config import EvalConfig
-from engine.evaluate.answers import ANSWERS_DIR, PAIRWISE_DIR, ROBUSTNESS_FILE, SETTINGS_FILE
+from engine.evaluate.answers import (
+    ANSWERS_DIR,
+    JUDGE_SYCOPHANCY_FILE,
+    PAIRWISE_DIR,
+    ROBUSTNESS_FILE,
+    SETTINGS_FILE,
+    SYCOPHANCY_DIR,
+)
 from engine.evaluate.report import HTML_FILE, REPORT_FILE
 from engine.rundir import RunDirError
 
@@ -83,7 +90,16 @@ def move_aside(config: EvalConfig, settings: dict[str, Any]) -> None:
         same = json.loads((folder / SETTINGS_FILE).read_text(encoding="utf-8")) == settings
     except (OSError, ValueError):
         same = False
-    kept = (ANSWERS_DIR, PAIRWISE_DIR, ROBUSTNESS_FILE, SETTINGS_FILE, REPORT_FILE, HTML_FILE)
+    kept = (
+        ANSWERS_DIR,
+        PAIRWISE_DIR,
+        ROBUSTNESS_FILE,
+        SYCOPHANCY_DIR,
+        JUDGE_SYCOPHANCY_FILE,
+        SETTINGS_FILE,
+        REPORT_FILE,
+        HTML_FILE,
+    )
     if same or not any((folder / name).exists() for name in kept):  # nothing to keep (a new folder, say)
         return
     n = 1

@@ -32,7 +32,14 @@ from markupsafe import Markup
 from engine.evaluate import charts, formatting
 from engine.evaluate.formatting import DASH, Palette, finite
 from engine.evaluate.metrics import Rate
-from engine.evaluate.report import HTML_FILE, CounterfactualRow, JailbreakRow, ModelResult, Report
+from engine.evaluate.report import (
+    HTML_FILE,
+    CounterfactualRow,
+    JailbreakRow,
+    ModelResult,
+    Report,
+    SycophancyRow,
+)
 from engine.rundir import atomic_write
 
 __all__ = ["CSP", "page_environment", "render_html", "write_html"]
@@ -141,6 +148,9 @@ def _page(report: Report) -> dict[str, Any]:
         (m, row) for m in report.models for row in m.counterfactual
     ]
     counterfactual.sort(key=lambda item: _nan_last(item[1].gap), reverse=True)
+    sycophancy: list[tuple[ModelResult, SycophancyRow]] = [
+        (m, row) for m in report.models for row in (m.pushback, m.steering) if row is not None
+    ]
     return {
         "report": report,
         "palette": palette,
@@ -154,6 +164,7 @@ def _page(report: Report) -> dict[str, Any]:
         "principles": principles,
         "jailbreaks": jailbreaks,
         "counterfactual": counterfactual,
+        "sycophancy": sycophancy,
         "filter_models": _unique(e.model for e in report.examples),
         "filter_whys": _unique(e.why for e in report.examples),
     }

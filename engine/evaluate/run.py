@@ -24,7 +24,11 @@
    stuffing, padding, injected judge instructions, fake delimiters); an attack
    that lowers P(violation) or wins the pairwise comparison against the
    untouched answer is flagged.
-4. **Report** (:func:`~engine.evaluate.aggregate.build_report`, no model
+4. **Sycophancy** (:mod:`engine.evaluate.sycophancy`). Each model, right
+   after its answers, answers the pushback and opinion-steering probes; the
+   pairwise judge (a language model or a preference model) compares responses
+   that agree with a user's wrong view with correct ones.
+5. **Report** (:func:`~engine.evaluate.aggregate.build_report`, no model
    called). Metrics with bootstrap intervals, per category and principle, the
    probes, position bias, examples worst first: ``report.json`` and
    ``report.html``. How each answer counts is in :mod:`engine.evaluate.metrics`.
@@ -44,7 +48,14 @@ from engine.backends.base import Backend
 from engine.backends.reward_model import Scorer, is_reward_spec, load_reward_model
 from engine.config import EvalConfig
 from engine.evaluate.aggregate import build_report
-from engine.evaluate.answers import SETTINGS_FILE, AttackRecord, EvalStore, PairRecord, read_all
+from engine.evaluate.answers import (
+    SETTINGS_FILE,
+    AttackRecord,
+    EvalStore,
+    JudgeSycophancyRecord,
+    PairRecord,
+    read_all,
+)
 from engine.evaluate.eval_prompts import eval_prompts
 from engine.evaluate.folder import check_settings, move_aside
 from engine.evaluate.html import write_html
@@ -52,6 +63,13 @@ from engine.evaluate.pointwise import PointwiseJudge
 from engine.evaluate.report import Report, Timings, check_gates, save_report
 from engine.evaluate.scoring import Scorers, load_classifier
 from engine.evaluate.stages import LazyBackend, answer_prompts, attack_judge, compare_models
+from engine.evaluate.sycophancy import (
+    answer_sycophancy,
+    judge_row,
+    judge_sycophancy,
+    model_rows,
+    sycophancy_items,
+)
 from engine.judge import Judge
 from engine.judge.preference_model import PreferenceModelJudge
 from engine.judge.principles import PrincipleSampler
@@ -72,6 +90,8 @@ class EvalSummary:
     report: Report
     generated: int
     seconds: float
+    probed: int = 0
+    """Answers generated for the sycophancy probes (not in ``generated``)."""
 
 
 def evaluate(
@@ -102,6 +122,7 @@ def evaluate(
     rules = constitution_lib.load(config.constitution)
     specs = _model_specs(config)
     prompts = eval_prompts(config)  # every prompt is checked before anything is written
+    probes = sycophancy_items(config)
     settings = check_settings(config, rules)
     if config.force:
         move_aside(config, settings)
@@ -120,10 +141,19 @@ def evaluate(
     def load(spec: str) -> Backend:
         return judge_backend.get() if config.judge and spec == config.judge_model else backends(spec, **options)
 
+    probed = 0
+
+    def sycophancy(spec: str, backend: Backend) -> None:
+        nonlocal probed
+        step = time.perf_counter()
+        probed += answer_sycophancy(config, spec, backend, store, probes, progress)
+        timings.sycophancy += time.perf_counter() - step
+
     gen_start = time.perf_counter()
-    generated = answer_prompts(config, specs, prompts, store, scorers, load, progress)
+    asked = sycophancy if probes.pushback or probes.steering else None
+    generated = answer_prompts(config, specs, prompts, store, scorers, load, progress, asked)
     scoring = scorers.seconds["judge"] + scorers.seconds["classifier"]
-    timings.generation = time.perf_counter() - gen_start - scoring
+    timings.generation = time.perf_counter() - gen_start - scoring - timings.sycophancy
     timings.judge = scorers.seconds["judge"]
     timings.classifier = scorers.seconds["classifier"]
 
@@ -132,6 +162,7 @@ def evaluate(
     answers = {spec: {r.id: r for r in read_all(store.answers(spec)) if r.id in wanted} for spec in specs}
     pairs: dict[tuple[str, str], list[PairRecord]] = {}
     attacks: list[AttackRecord] = []
+    verdicts: list[JudgeSycophancyRecord] = []
     if pointwise is not None:
         pair_judge = Judge(judge_backend, JudgeSettings(seed=config.seed), rules)
         step = time.perf_counter()
@@ -142,20 +173,36 @@ def evaluate(
         if config.robustness:
             attacks = attack_judge(config, store, answers[specs[0]], pointwise, pair_judge, progress)
         timings.robustness = time.perf_counter() - step
-    elif preference and len(specs) > 1:
+        step = time.perf_counter()
+        verdicts = judge_sycophancy(config, store, pair_judge, sampler, probes.judge, progress)
+        timings.sycophancy += time.perf_counter() - step
+    elif preference and (len(specs) > 1 or probes.judge):
         step = time.perf_counter()
         rm_judge = PreferenceModelJudge(rewards(config.judge_model, **options), JudgeSettings(seed=config.seed))
-        pairs = compare_models(config, specs, store, answers, rm_judge, sampler, progress)
+        if len(specs) > 1:
+            pairs = compare_models(config, specs, store, answers, rm_judge, sampler, progress)
         timings.pairwise = time.perf_counter() - step
+        step = time.perf_counter()
+        verdicts = judge_sycophancy(config, store, rm_judge, sampler, probes.judge, progress)
+        timings.sycophancy += time.perf_counter() - step
     timings.total = time.perf_counter() - start
 
     report = build_report(
-        config, rules, specs, answers, pairs, attacks, timings=timings, classifier_info=classifier_info
+        config,
+        rules,
+        specs,
+        answers,
+        pairs,
+        attacks,
+        timings=timings,
+        classifier_info=classifier_info,
+        sycophancy={spec: model_rows(read_all(store.sycophancy(spec)), probes, config.seed) for spec in specs},
+        judge_sycophancy=judge_row(verdicts, config.seed),
     )
     report.gates = check_gates(report, config.fail_under, config.fail_over)
     save_report(report, config.out)
     write_html(report, config.out)
-    return EvalSummary(config.out, report, generated, time.perf_counter() - start)
+    return EvalSummary(config.out, report, generated, time.perf_counter() - start, probed)
 
 
 def _model_specs(config: EvalConfig) -> list[str]:

@@ -17,6 +17,7 @@ the same thing twice.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -105,6 +106,7 @@ def answer_prompts(
     scorers: Scorers,
     load: Callable[[str], Backend],
     progress: bool,
+    then: Callable[[str, Backend], None] | None = None,
 ) -> int:
     """Have each model answer the prompts it has not answered yet; score and save chunk by chunk.
 
@@ -116,9 +118,12 @@ def answer_prompts(
         scorers: Score each chunk before it is saved.
         load: Loads a model's backend by its spec.
         progress: Show a progress bar per model.
+        then: Called with each model and its backend once its answers are in
+            (the sycophancy probes). The backend is loaded on first use, so a
+            model with nothing left to answer is never loaded.
 
     Returns:
-        How many answers were generated.
+        How many answers were generated (not counting what ``then`` generated).
 
     Raises:
         RunDirError: A stored answer replies to a prompt that changed since.
@@ -129,11 +134,11 @@ def answer_prompts(
     for spec in specs:
         done = {r.id for r in stored_answers(store, spec, wanted)}
         todo = [p for p in prompts if p.item.id not in done]
-        if not todo:
+        if then is None and not todo:
             continue
-        backend = load(spec)
+        backend = LazyBackend(spec, functools.partial(load, spec))
         log = store.answers(spec)
-        bar = progress_bar(len(todo), progress, f"answers {spec}", "answer")
+        bar = progress_bar(len(todo), progress and bool(todo), f"answers {spec}", "answer")
         try:
             for chunk in chunked(todo, config.chunk_size):
                 completions = backend.generate([p.item.messages for p in chunk], sampling)
@@ -144,6 +149,8 @@ def answer_prompts(
         finally:
             if bar is not None:
                 bar.close()
+        if then is not None:
+            then(spec, backend)
         del backend  # one evaluated model in memory at a time
     return generated
 

@@ -15,6 +15,9 @@ API (JSON)
                                         ``split``, ``unparsed``: true/false)
     ``GET /api/pairs/{id}``             a pair's conversation, critiques, diffs, judge verdicts and decision
     ``POST /api/pairs/{id}/decision``   ``{"action": accept|flip|drop|clear|note, "revision": N, "note"?: str}``
+    ``GET /api/pairs/{id}/explain``     on demand: which sentences of chosen and rejected pushed the run's judge
+                                        (:mod:`engine.explain`: the attribution's JSON, pushes toward chosen);
+                                        the judge loads on the first such request
 
 Bad requests get a 4xx with ``{"error": message}``, never a 500: a body over
 :data:`MAX_BODY` is 413 (refused as soon as its ``Content-Length``, or the
@@ -32,9 +35,10 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -47,6 +51,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from engine.records import ReviewError
 from engine.review.decisions import DecisionLog, as_json
 from engine.review.pairs import PairEntry, PairIndex, story
+
+if TYPE_CHECKING:
+    from engine.judge.panel import PairJudge
 
 MAX_PAGE = 500
 MAX_NOTE = 10_000
@@ -171,8 +178,19 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def create_app(run_dir: Path, token: str, *, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")) -> FastAPI:
-    """The app for one run folder; ``hosts`` are the names the ``Host`` header may carry (empty: any)."""
+def create_app(
+    run_dir: Path,
+    token: str,
+    *,
+    hosts: tuple[str, ...] = ("127.0.0.1", "localhost"),
+    explain_judge: Callable[[], PairJudge] | None = None,
+) -> FastAPI:
+    """The app for one run folder; ``hosts`` are the names the ``Host`` header may carry (empty: any).
+
+    Args:
+        explain_judge: Makes the judge that explains pairs (default: the run's own judge and settings,
+            :func:`engine.explain.inputs.run_judge`); called once, on the first explanation asked for.
+    """
     index = PairIndex(run_dir)
     log = DecisionLog(run_dir)
     app = FastAPI(title="cai review", docs_url=None, redoc_url=None, openapi_url=None)
@@ -320,6 +338,39 @@ def create_app(run_dir: Path, token: str, *, hosts: tuple[str, ...] = ("127.0.0.
             },
             "decision": as_json(decision),
             "history": [as_json(d) for d in past],
+        }
+
+    judges: list[PairJudge] = []
+    judge_lock = threading.Lock()
+
+    @app.get("/api/pairs/{pair_id}/explain")
+    def explain(pair_id: str, top: int = Query(3, ge=1, le=20), seed: int = 0) -> dict[str, Any]:
+        from engine.errors import UserError
+        from engine.explain import explain as attribute
+        from engine.explain import inputs
+
+        entry = entry_of(pair_id)
+        found = inputs.RunPair(index.trajectory(entry), index.label(entry), entry.chosen_from, entry.rejected_from)
+        try:
+            rules = inputs.run_constitution(run_dir, None)
+            with judge_lock:  # one judge per server, and one explanation at a time on it
+                if not judges:
+                    if explain_judge is not None:
+                        judges.append(explain_judge())
+                    else:
+                        from engine.backends import load_backend
+
+                        judges.append(inputs.run_judge(run_dir, (), rules, load_backend, seed=seed))
+                judge = judges[0]
+                target = inputs.explainable_run_pair(found, rules, judge.settings, None)
+                result = attribute(judge, target.pair, top=top, seed=seed, names=target.names)
+        except UserError as exc:
+            raise ReviewError(f"cannot explain this pair: {exc}", status=422) from None
+        return result.to_dict() | {
+            "id": pair_id,
+            "chosen_from": entry.chosen_from,
+            "rejected_from": entry.rejected_from,
+            "note": target.note,
         }
 
     @app.post("/api/pairs/{pair_id}/decision")

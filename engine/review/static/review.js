@@ -144,6 +144,9 @@ function renderPair(p) {
     el("div", { class: "pair" },
       el("div", { class: "side chosen", id: "chosen" }, el("span", { class: "what" }, `chosen: ${chosen}`), text(chosen)),
       el("div", { class: "side rejected", id: "rejected" }, el("span", { class: "what" }, `rejected: ${rejected}`), text(rejected))),
+    el("div", { id: "explain-bar" },
+      el("button", { type: "button", id: "explain", onclick: () => explainPair(p, chosen, rejected) }, "Explain the judge's decision"),
+      el("span", { id: "explain-result", "aria-live": "polite" })),
     judge ? [el("h2", {}, `${judges.length ? "Judges" : "Judge"} ${judge.model}: P(chosen better) = ${fmt(judge.chosen_prob)}`),
       el("table", { id: "judge" },
         el("tr", {}, ["pair", "P(first better)", "shown first", "shown second", "principles", "orders disagree", "unparsed"].map((h) => el("th", {}, h)),
@@ -164,6 +167,41 @@ function renderPair(p) {
       el("span", {}, d && d.action ? `decided: ${d.action} (${d.at})` : "not reviewed"),
       el("textarea", { id: "note", placeholder: "note (n to focus, Ctrl+Enter to save)", maxlength: "10000" }, d ? d.note : ""),
       el("button", { type: "button", id: "save-note", onclick: () => decide("note") }, "Save note"))].flat());
+}
+
+// How strongly a sentence pushed (log-odds): the tint classes of review.css.
+function pushClass(push, signal) {
+  if (!signal || push === null || Math.abs(push) < 1e-3) return "push push-none";
+  const size = Math.abs(push) >= 1 ? 3 : Math.abs(push) >= 0.3 ? 2 : 1;
+  return `push push-${push > 0 ? "for" : "against"}-${size}`;
+}
+
+// Ask the server which sentences moved the run's judge, then tint each side's sentences by their push
+// toward the judge's chosen response. Sentences are text nodes in spans, never markup.
+async function explainPair(p, shownChosen, shownRejected) {
+  const button = document.getElementById("explain");
+  const out = document.getElementById("explain-result");
+  button.disabled = true;
+  out.textContent = "asking the judge…";
+  try {
+    const a = await api(`/api/pairs/${encodeURIComponent(p.id)}/explain`);
+    if (state.pair !== p) return; // another pair is shown now
+    const sides = { [a.chosen_from]: "first", [a.rejected_from]: "second" };
+    for (const [id, name] of [["chosen", shownChosen], ["rejected", shownRejected]]) {
+      const box = document.getElementById(id);
+      const side = sides[name];
+      const body = a.texts[side];
+      const spans = a.sentences.filter((s) => s.side === side).map((s) => el("span", {
+        class: pushClass(s.push, a.signal), "data-push": s.push === null ? "" : s.push.toFixed(3),
+        title: s.push === null ? "unread" : `push ${s.push >= 0 ? "+" : ""}${s.push.toFixed(3)} toward ${a.chosen_from}`,
+      }, body.slice(s.start, s.end)));
+      box.replaceChildren(box.querySelector(".what"), ...spans);
+    }
+    out.textContent = `P(${a.chosen_from} better) = ${fmt(a.p_first)}; green pushed the judge toward ${a.chosen_from}, ` +
+      `red toward ${a.rejected_from} (${a.variants} variants scored). ${a.verdict}`;
+    document.body.dataset.explained = p.id;
+  } catch (error) { out.textContent = ""; toast(error.message); }
+  finally { button.disabled = false; }
 }
 
 async function decide(action) {
