@@ -333,7 +333,7 @@ def test_eval_compares_models_pairwise_with_a_preference_model(tmp_path: Path) -
     scorer = FakeScorer({refusal: 2.0, compliance: -2.0}, name="rm:fake")
     config = EvalConfig(
         out=tmp_path / "eval", models=["careful"], baseline="comply", judge_model="rm:fake", limit=6,
-        classifier=False, jailbreaks=0, counterfactual=0, robustness=4,
+        classifier=False, jailbreaks=0, counterfactual=0, robustness=4, sycophancy=0,
     )  # fmt: skip
     summary = evaluate(config, progress=False, backends=lambda spec, **_: models[spec], rewards=lambda s, **_: scorer)
     careful = summary.report.model("careful")

@@ -44,6 +44,11 @@ if TYPE_CHECKING:
 @click.option(
     "--top", type=click.IntRange(min=1), default=3, show_default=True, help="K: sentences ranked and deleted."
 )
+@click.option(
+    "--saliency",
+    is_flag=True,
+    help="Also token-level gradient x input saliency (a local transformers judge only).",
+)
 @seed_option("Seed of the random deletions (and of principle sampling).")
 @batch_size_option()
 @dtype_option
@@ -62,6 +67,7 @@ def explain(
     principle_id: str | None,
     constitution: str | None,
     top: int,
+    saliency: bool,
     seed: int,
     batch_size: int,
     dtype: str,
@@ -79,6 +85,11 @@ def explain(
     (seeded): the ranking is called faithful when removing its top sentences
     lowers the winner's log-odds more than removing random ones; a judge no
     sentence moves gets "no signal", not a ranking.
+
+    --saliency adds, for a judge on a local transformers model, each token's
+    gradient x input score of log P(A) - log P(B) (both orders, oriented
+    toward the first response), the top tokens of each response, and the rank
+    correlation of its per-sentence sums with the occlusion pushes.
 
     \b
     Examples:
@@ -129,7 +140,18 @@ def explain(
                 raise UserError(f"--prompt, --first and --second go together: {how}", exit_code=USAGE)
             target = inputs.explainable_texts(prompt, first, second, rules, settings, principle_id)
         judge = make_judge(judge_model or ("default",), backend, settings, rules, rewards=rewards)
+    if saliency:
+        from engine.explain.saliency import saliency_judge
+
+        saliency_judge(judge)  # refuse before the occlusion work
     result = attribute(judge, target.pair, top=top, seed=seed, names=target.names)
     click.echo(render(result, target.note))
+    report = result.to_dict() | {"note": target.note}
+    if saliency:
+        from engine.explain import saliency as token_saliency
+
+        tokens = token_saliency.saliency(judge, target.pair, names=target.names, occlusion=result)
+        click.echo(token_saliency.render(tokens))
+        report["saliency"] = tokens.to_dict()
     if json_out is not None:
-        write_json(json_out, result.to_dict() | {"note": target.note})
+        write_json(json_out, report)

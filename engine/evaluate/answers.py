@@ -85,6 +85,26 @@ class PairRecord(BaseModel):
     principles: list[str] = Field(default_factory=list)
 
 
+class InsertedPush(BaseModel):
+    """What the attack's own text did to the attacked comparison: occlusion of the whole inserted text at once.
+
+    Read as :mod:`engine.explain.occlusion` reads a pair, the attacked answer
+    first: log-odds of P(the attacked answer is better), positive toward the
+    attacked answer. ``inserted + rest == log_odds``. Per-sentence detail is
+    what ``cai explain`` gives.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    log_odds: float
+    """Log-odds of P(attacked better) on the attacked comparison (clamped as :func:`engine.explain.log_odds`)."""
+    inserted: float | None
+    """The inserted text's push: ``log_odds`` minus the log-odds once it is cut out. None: that was unreadable."""
+    rest: float | None
+    """The log-odds left once the inserted text is removed: the untouched answer against itself, so what the rest of
+    the attacked answer (and the judge's habits about order and whitespace) accounts for."""
+
+
 class AttackRecord(BaseModel):
     """The judge on one answer before and after one attack."""
 
@@ -98,6 +118,9 @@ class AttackRecord(BaseModel):
     """Pairwise: P(the judge prefers the attacked answer over the original)."""
     disagreed: bool = False
     picked_a: list[bool] = Field(default_factory=list)
+    attribution: InsertedPush | None = None
+    """The inserted text's share of the pairwise verdict; None in records written before it was measured, or when
+    the attacked comparison itself was unreadable."""
 
 
 class SycophancyRecord(BaseModel):

@@ -152,6 +152,15 @@ class AttackRow(_Model):
     pairwise_win: Rate | None
     """P(judge prefers the attacked answer over the same answer unattacked); 0.5 is neutral."""
     flagged: bool
+    attributed: int = 0
+    """Attacked comparisons whose inserted text's push was measured (older folders did not measure it)."""
+    inserted_push: float | None = None
+    """Mean push of the attack's inserted text on the judge's log-odds, positive toward the attacked answer."""
+    rest: float | None = None
+    """Mean log-odds left once the inserted text is cut out (the untouched answer against itself)."""
+    inserted_effect: str | None = None
+    """``inserted_push`` in words, e.g. "the inserted text moved the judge's log-odds by +2.1 toward the attacked
+    answer"; None when not measured."""
 
 
 class Example(_Model):

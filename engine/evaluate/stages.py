@@ -13,6 +13,13 @@ the same thing twice.
 3. :func:`attack_judge`: answers of the first model are attacked (flattering
    preamble, keyword stuffing, padding, injected judge instructions, fake
    delimiters) and judged again, pointwise and against the untouched answer.
+   In the same batched call the judge also sees the attacked pair with the
+   attack's inserted text cut out as one unit
+   (:func:`engine.explain.occlusion.occlude`), which gives the inserted text's
+   push on the verdict (:class:`~engine.evaluate.answers.InsertedPush`). Cut
+   out, the inserted text leaves the untouched answer against itself, the same
+   pair for every attack on one answer, so it is judged once per answer: the
+   battery's pairwise cost grows by one comparison per answer, not per attack.
 """
 
 from __future__ import annotations
@@ -24,12 +31,14 @@ from typing import Any
 
 from engine.backends.base import Backend, Chat, Completion, SamplingParams, ScoreRequest
 from engine.config import EvalConfig
-from engine.evaluate.answers import AnswerRecord, AttackRecord, EvalStore, PairRecord, read_all
+from engine.evaluate.answers import AnswerRecord, AttackRecord, EvalStore, InsertedPush, PairRecord, read_all
 from engine.evaluate.eval_prompts import EvalPrompt
 from engine.evaluate.pointwise import Answer, PointwiseJudge
-from engine.evaluate.probes.judge_attacks import ATTACKS, apply_attack
+from engine.evaluate.probes.judge_attacks import ATTACKS, attack_parts
 from engine.evaluate.scoring import Scorers
-from engine.judge import Judge, Pair
+from engine.explain.occlusion import Cut, Occluded, log_odds, occlude
+from engine.explain.sentences import Span
+from engine.judge import Pair
 from engine.judge.panel import PairJudge
 from engine.judge.principles import PrincipleSampler
 from engine.progress import chunked, progress_bar
@@ -241,14 +250,15 @@ def attack_judge(
     store: EvalStore,
     answers: dict[str, AnswerRecord],
     pointwise: PointwiseJudge,
-    judge: Judge,
+    judge: PairJudge,
     progress: bool,
 ) -> list[AttackRecord]:
     """Attack judged red-team answers with every judge attack and judge them again.
 
     ``config.robustness`` answers are picked, spread over the harm categories
     as ``--limit`` is; each attacked answer is judged pointwise and against the
-    untouched answer.
+    untouched answer, and the attacked comparison is attributed to the
+    attack's inserted text (module docstring).
 
     Args:
         config: The evaluation's settings.
@@ -269,7 +279,8 @@ def attack_judge(
     todo = [(r, a.id) for r in picked for a in ATTACKS if (r.id, a.id) not in have]
     bar = progress_bar(len(todo), progress and bool(todo), "judge robustness", "attack")
     for chunk in chunked(todo, config.chunk_size):
-        attacked = [apply_attack(r.answer, attack) for r, attack in chunk]
+        parts = [attack_parts(r.answer, attack) for r, attack in chunk]
+        attacked = [before + r.answer + after for (r, _), (before, after) in zip(chunk, parts, strict=True)]
         found = pointwise.judge(
             [Answer(r.id, r.messages, text, r.category) for (r, _), text in zip(chunk, attacked, strict=True)]
         )
@@ -277,7 +288,7 @@ def attack_judge(
             Pair(r.messages, text, r.answer, pointwise.sampler.for_answer(r.id, r.category, benign=False))
             for (r, _), text in zip(chunk, attacked, strict=True)
         ]
-        compared = judge.compare(pairs)
+        compared = occlude(judge, [(pair, [_inserted(pair, part)]) for pair, part in zip(pairs, parts, strict=True)])
         records = [
             AttackRecord(
                 id=r.id,
@@ -285,8 +296,9 @@ def attack_judge(
                 original_violation=r.judge_violation,
                 attacked_violation=v.p_violation,
                 p_attacked_better=j.p_first,
-                disagreed=j.disagreed,
-                picked_a=picked_a(j),
+                disagreed=j.comparison.disagreed,
+                picked_a=picked_a(j.comparison),
+                attribution=_attribution(j),
             )
             for (r, attack), v, j in zip(chunk, found, compared, strict=True)
         ]
@@ -298,3 +310,20 @@ def attack_judge(
         bar.close()
     wanted = {(r.id, a.id) for r in picked for a in ATTACKS}
     return [rec for key, rec in have.items() if key in wanted]
+
+
+def _inserted(pair: Pair, parts: tuple[str, str]) -> Cut:
+    """The attack's inserted text in the attacked response (the pair's first), as one cut."""
+    before, after = parts
+    end = len(pair.first)
+    spans = [Span(0, len(before)), Span(end - len(after), end)]
+    return Cut(first=tuple(span for span in spans if span.end > span.start))
+
+
+def _attribution(found: Occluded) -> InsertedPush | None:
+    """The inserted text's push on the attacked comparison; None when the comparison was unreadable."""
+    if found.p_first is None:
+        return None
+    total = log_odds(found.p_first)
+    (push,) = found.pushes
+    return InsertedPush(log_odds=total, inserted=push, rest=None if push is None else total - push)

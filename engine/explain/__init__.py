@@ -5,9 +5,10 @@ batched judge call; the sign convention, the "no signal" case and the deletion-c
 its docstring), :mod:`.inputs` (a run's pair, a labelled comparison, two given texts; the run's judge),
 :mod:`.render` (the terminal view), :mod:`.errors`. ``cai explain`` and the review page's "explain" button use it.
 
-Token-level saliency (gradient x input) for local transformers judges is not here yet: occlusion works with
-every judge (language models on any scoring backend, panels, preference models) and needs nothing of the model
-but its scores.
+:mod:`.saliency` (``cai explain --saliency``) is the finer view for judges on a local transformers model:
+gradient x input per token of log P(A) - log P(B), both orders, and its rank correlation with occlusion;
+occlusion works with every judge (language models on any scoring backend, panels, preference models) and needs
+nothing of the model but its scores.
 """
 
 from engine.explain.errors import ExplainError

@@ -32,6 +32,13 @@ Faithfulness (the deletion curve)
     one's by more than :data:`MIN_GAP` log-odds; otherwise it says plainly that
     it failed: removing what it ranks first moves the judge no more than
     removing sentences at random.
+
+Other units than one sentence
+    :func:`occlude` is the measurement underneath: it judges pairs and the same
+    pairs with given spans cut out (:class:`Cut`), all in one batched call, and
+    gives each cut's push with the sign above. :func:`explain` cuts one sentence
+    at a time; ``cai eval``'s judge-robustness battery cuts the whole text an
+    attack inserted, as one unit.
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ from engine.explain.errors import ExplainError
 from engine.explain.sentences import Span, split_sentences, without
 from engine.judge.pairwise import Pair
 from engine.judge.panel import PairJudge
+from engine.records import Comparison
 from engine.records.base import SCHEMA_VERSION
 
 EPSILON = 1e-6
@@ -177,6 +185,77 @@ class Attribution:
         }
 
 
+@dataclass(frozen=True)
+class Cut:
+    """A part of a pair to remove: character spans of the first response and of the second."""
+
+    first: tuple[Span, ...] = ()
+    second: tuple[Span, ...] = ()
+
+    def apply(self, pair: Pair) -> Pair:
+        """The pair with these spans cut out (each response then stripped, as :func:`without` does)."""
+        return Pair(pair.conversation, _cut(pair.first, self.first), _cut(pair.second, self.second), pair.principles)
+
+
+def _cut(text: str, spans: Sequence[Span]) -> str:
+    kept, at = [], 0
+    for span in sorted(spans, key=lambda s: s.start):
+        kept.append(text[at : max(at, span.start)])
+        at = max(at, span.end)
+    kept.append(text[at:])
+    return "".join(kept).strip()
+
+
+@dataclass(frozen=True)
+class Occluded:
+    """The judge on one pair, and the push of each of its cuts (module docstring for the sign)."""
+
+    comparison: Comparison
+    """The judge's verdict on the pair itself."""
+    pushes: list[float | None]
+    """Per cut: log-odds of the pair minus log-odds without the cut; None when either verdict was unreadable."""
+
+    @property
+    def p_first(self) -> float | None:
+        """P(first better) of the pair itself (None: unreadable)."""
+        return _p(self.comparison)
+
+
+def occlude(judge: PairJudge, items: Sequence[tuple[Pair, Sequence[Cut]]]) -> list[Occluded]:
+    """Judge each pair and each pair with each of its cuts removed, all in ONE batched ``compare`` call.
+
+    Identical pairs (the same conversation, responses and principles) are judged once.
+
+    Args:
+        judge: Any pair judge.
+        items: Each pair with the cuts to measure on it.
+
+    Returns:
+        One :class:`Occluded` per item, in order.
+    """
+    planned = [[pair, *(cut.apply(pair) for cut in cuts)] for pair, cuts in items]
+    slot: dict[tuple[str, str, str, tuple[str, ...]], int] = {}
+    unique: list[Pair] = []
+    where: list[list[int]] = []
+    for pairs in planned:
+        where.append([])
+        for pair in pairs:
+            key = (repr(pair.conversation), pair.first, pair.second, tuple(p.id for p in pair.principles))
+            if key not in slot:
+                slot[key] = len(unique)
+                unique.append(pair)
+            where[-1].append(slot[key])
+    found = judge.compare(unique) if unique else []
+    out = []
+    for indices in where:
+        base = _p(found[indices[0]])
+        pushes = [
+            None if base is None or (q := _p(found[i])) is None else log_odds(base) - log_odds(q) for i in indices[1:]
+        ]
+        out.append(Occluded(found[indices[0]], pushes))
+    return out
+
+
 def _p(found: Any) -> float | None:
     p: float | None = found.p_first
     return p
@@ -210,17 +289,16 @@ def explain(
             )
     texts = {"first": pair.first, "second": pair.second}
     slots: list[tuple[Side, int]] = [(side, i) for side in ("first", "second") for i in range(len(spans[side]))]
-    variants = [_variant(pair, spans, {slot}) for slot in slots]
-    found = judge.compare([pair, *variants])
-    p = _p(found[0])
+    cuts = [Cut(first=(spans[side][i],)) if side == "first" else Cut(second=(spans[side][i],)) for side, i in slots]
+    (found,) = occlude(judge, [(pair, cuts)])
+    p = found.p_first
     if p is None:
         raise ExplainError(
             f"{judge.model} gave no readable verdict on this pair (both orders are needed), so nothing can be "
             "attributed; try another --judge-model, or one without chain of thought"
         )
-    base = log_odds(p)
-    pushes = [None if (q := _p(f)) is None else base - log_odds(q) for f in found[1:]]
-    sign = 1.0 if base >= 0 else -1.0
+    pushes = found.pushes
+    sign = 1.0 if log_odds(p) >= 0 else -1.0
     signal = any(v is not None and abs(v) >= NO_SIGNAL for v in pushes)
     order = sorted((i for i, v in enumerate(pushes) if v is not None), key=lambda i: (-sign * (pushes[i] or 0.0), i))
     ranks = {i: r + 1 for r, i in enumerate(order)} if signal else {}
@@ -238,7 +316,7 @@ def explain(
         second_name=names[1],
         p_first=p,
         sentences=sentences,
-        variants=len(variants),
+        variants=len(cuts),
         top=top,
         seed=seed,
         signal=signal,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["ATTACKS", "JudgeAttack", "apply_attack", "attack_ids"]
+__all__ = ["ATTACKS", "JudgeAttack", "apply_attack", "attack_ids", "attack_parts"]
 
 
 @dataclass(frozen=True)
@@ -86,21 +86,34 @@ def apply_attack(answer: str, attack_id: str) -> str:
         attack_id: One of :func:`attack_ids`.
 
     Returns:
-        The attacked answer.
+        The attacked answer: ``before + answer + after`` of :func:`attack_parts`.
+
+    Raises:
+        ValueError: ``attack_id`` is unknown; the message lists the known ids.
+    """
+    before, after = attack_parts(answer, attack_id)
+    return before + answer + after
+
+
+def attack_parts(answer: str, attack_id: str) -> tuple[str, str]:
+    """The text an attack inserts before and after the answer (either may be empty).
+
+    The attack's own text, and nothing of the answer: what the judge-robustness
+    battery removes to measure how much the inserted text alone moved the judge.
 
     Raises:
         ValueError: ``attack_id`` is unknown; the message lists the known ids.
     """
     if attack_id == "flattery":
-        return _FLATTERY + answer
+        return _FLATTERY, ""
     if attack_id == "keywords":
-        return answer + _KEYWORDS
+        return "", _KEYWORDS
     if attack_id == "padding":
-        return answer + "\n\n" + _padding(max(len(answer), 1))
+        return "", "\n\n" + _padding(max(len(answer), 1))
     if attack_id == "injection":
-        return answer + _INJECTION
+        return "", _INJECTION
     if attack_id == "fake_delimiter":
-        return answer + _FAKE_DELIMITER
+        return "", _FAKE_DELIMITER
     raise ValueError(f"unknown judge attack {attack_id!r}; known: {', '.join(attack_ids())}")
 
 
