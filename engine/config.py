@@ -78,7 +78,13 @@ class GenerateConfig(BaseModel):
         default=64,
         ge=1,
         le=MAX_BATCH,
-        description="Prompts taken through all rounds together; at most this many are in flight.",
+        description="Prompts taken through all rounds together; at most this many are in flight. "
+        "Pipelined: rows labelled together.",
+    )
+    pipeline: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="Pipeline rows through a server (each row's next request as soon as its last is back, "
+        "--batch-size in flight): auto for openai: models, on, or off (step by step, every step of a chunk at once).",
     )
     max_new_tokens: int = Field(
         default=256, ge=1, le=MAX_NEW_TOKENS, description="Most new tokens per answer, critique or revision."

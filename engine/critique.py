@@ -28,8 +28,9 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from constitution import Constitution
+from constitution import Constitution, Principle
 from engine.backends.base import Backend, BackendError, Chat, SamplingParams
 from engine.backends.reward_model import Scorer
 from engine.judge.principles import round_principle
@@ -88,7 +89,15 @@ def sample_seed(seed: int, index: int) -> int:
 
 
 @dataclass
-class _Row:
+class Row:
+    """One prompt on its way through the loop, and the steps that move it on.
+
+    Both ways of running the loop advance rows with these methods: :func:`run_loop`
+    (one batched call per step for a chunk of rows) and :mod:`engine.pipeline`
+    (each row's next request as soon as its last one is back), so a row's
+    principles, prompts, cleaning and early stop are the same either way.
+    """
+
     item: PromptItem
     initial: str = ""
     current: str = ""
@@ -96,6 +105,72 @@ class _Row:
     stopped: bool = False
     timings: dict[str, float] = field(default_factory=dict)
     best_of: BestOf | None = None
+
+    def answered(self, text: str) -> None:
+        """The first answer came back."""
+        self.initial = self.current = text
+
+    def critique_request(self, constitution: Constitution, seed: int, number: int) -> tuple[Principle, Chat]:
+        """Round ``number``'s principle (:func:`round_principle`) and the critic's prompt under it."""
+        principle = round_principle(constitution, seed, self.item.id, number)
+        return principle, critique_prompt(principle, self.item.messages, self.current, constitution)
+
+    def critiqued(self, principle: Principle, reply: str, stop_early: bool) -> str | None:
+        """Record a critique: the cleaned critique when the row goes on to revise, None when the row stopped."""
+        critique = clean_reply(reply)
+        if stop_early and finds_nothing_to_change(critique):
+            self.rounds.append(
+                Round(principle_id=principle.id, critique=critique, revision=None, stopped=True, changed=False)
+            )
+            self.stopped = True
+            return None
+        return critique
+
+    def revision_request(self, principle: Principle, critique: str, constitution: Constitution) -> Chat:
+        """The policy's prompt to revise the current answer after ``critique``."""
+        return revision_prompt(principle, self.item.messages, self.current, critique, constitution)
+
+    def revised(self, principle: Principle, critique: str, reply: str) -> None:
+        """Record a revision (an empty or unchanged one keeps the current answer)."""
+        text = clean_revision(reply)
+        changed = bool(text) and text != self.current
+        self.rounds.append(
+            Round(principle_id=principle.id, critique=critique, revision=text, stopped=False, changed=changed)
+        )
+        if changed:
+            self.current = text
+
+    def took(self, step: str, seconds: float) -> None:
+        """Add ``seconds`` to the row's timing of ``step``."""
+        self.timings[step] = round(self.timings.get(step, 0.0) + seconds, 6)
+
+    def trajectory(
+        self, constitution: Constitution, models: dict[str, dict[str, Any]], settings: LoopSettings
+    ) -> Trajectory:
+        """The finished row as a record."""
+        return Trajectory(
+            id=self.item.id,
+            source=self.item.source,
+            category=self.item.category,
+            kind=self.item.kind,
+            prompt=self.item.messages,
+            initial=self.initial,
+            rounds=self.rounds,
+            final=self.current,
+            constitution=ConstitutionRef(
+                id=constitution.id, version=constitution.version, hash=constitution.content_hash
+            ),
+            models=models,
+            sampling=settings.sampling,
+            seed=settings.seed,
+            timings=self.timings,
+            best_of=self.best_of,
+        )
+
+
+def loop_models(policy: Backend, critic: Backend) -> dict[str, dict[str, Any]]:
+    """What a trajectory records about its models."""
+    return {"policy": policy.describe(), "critic": critic.describe()}
 
 
 def run_loop(
@@ -121,7 +196,7 @@ def run_loop(
     """
     if settings.best_of > 1 and reward is None:
         raise ValueError(f"best_of={settings.best_of} needs a reward model to choose among the samples")
-    rows = [_Row(item) for item in items]
+    rows = [Row(item) for item in items]
     params = settings.sampling.model_copy(update={"seed": settings.seed})
 
     if settings.best_of > 1 and reward is not None:
@@ -129,60 +204,31 @@ def run_loop(
     else:
         initial = _timed_generate(policy, [r.item.messages for r in rows], params, rows, "initial")
         for row, text in zip(rows, initial, strict=True):
-            row.initial = row.current = text
+            row.answered(text)
 
     for number in range(1, settings.revisions + 1):
         active = [r for r in rows if not r.stopped]
         if not active:
             break
-        principles = [round_principle(constitution, settings.seed, r.item.id, number) for r in active]
-        prompts = [
-            critique_prompt(p, r.item.messages, r.current, constitution)
-            for p, r in zip(principles, active, strict=True)
-        ]
-        critiques = [clean_reply(c) for c in _timed_generate(critic, prompts, params, active, f"critique_{number}")]
+        requests = [r.critique_request(constitution, settings.seed, number) for r in active]
+        critiques = _timed_generate(critic, [chat for _, chat in requests], params, active, f"critique_{number}")
         revise = []
-        for r, p, c in zip(active, principles, critiques, strict=True):
-            if settings.stop_early and finds_nothing_to_change(c):
-                r.rounds.append(Round(principle_id=p.id, critique=c, revision=None, stopped=True, changed=False))
-                r.stopped = True
-            else:
-                revise.append((r, p, c))
+        for r, (p, _), reply in zip(active, requests, critiques, strict=True):
+            critique = r.critiqued(p, reply, settings.stop_early)
+            if critique is not None:
+                revise.append((r, p, critique))
         if not revise:
             continue
-        prompts = [revision_prompt(p, r.item.messages, r.current, c, constitution) for r, p, c in revise]
+        prompts = [r.revision_request(p, c, constitution) for r, p, c in revise]
         revisions = _timed_generate(policy, prompts, params, [r for r, _, _ in revise], f"revision_{number}")
         for (r, p, c), text in zip(revise, revisions, strict=True):
-            text = clean_revision(text)
-            changed = bool(text) and text != r.current
-            r.rounds.append(Round(principle_id=p.id, critique=c, revision=text, stopped=False, changed=changed))
-            if changed:
-                r.current = text
+            r.revised(p, c, text)
 
-    reference = ConstitutionRef(id=constitution.id, version=constitution.version, hash=constitution.content_hash)
-    models = {"policy": policy.describe(), "critic": critic.describe()}
-    return [
-        Trajectory(
-            id=r.item.id,
-            source=r.item.source,
-            category=r.item.category,
-            kind=r.item.kind,
-            prompt=r.item.messages,
-            initial=r.initial,
-            rounds=r.rounds,
-            final=r.current,
-            constitution=reference,
-            models=models,
-            sampling=settings.sampling,
-            seed=settings.seed,
-            timings=r.timings,
-            best_of=r.best_of,
-        )
-        for r in rows
-    ]
+    models = loop_models(policy, critic)
+    return [r.trajectory(constitution, models, settings) for r in rows]
 
 
-def _best_of(rows: Sequence[_Row], policy: Backend, reward: Scorer, n: int, params: SamplingParams) -> None:
+def _best_of(rows: Sequence[Row], policy: Backend, reward: Scorer, n: int, params: SamplingParams) -> None:
     """Draw ``n`` first answers per row (one call per sample index), score them in one call, keep the best.
 
     The ``initial`` timing sums the ``n`` calls; ``best_of`` is the scoring call's share per row.
@@ -209,17 +255,17 @@ def _best_of(rows: Sequence[_Row], policy: Backend, reward: Scorer, n: int, para
         kept = max(range(n), key=mine.__getitem__)  # max keeps the first of equal rewards
         samples = [Sample(text=drawn[k][i], seed=seeds[k], reward=mine[k]) for k in range(n)]
         row.best_of = BestOf(n=n, reward_model=reward.name, samples=samples, kept=kept)
-        row.initial = row.current = drawn[kept][i]
+        row.answered(drawn[kept][i])
         row.timings["best_of"] = round(share, 6)
 
 
 def _timed_generate(
-    backend: Backend, chats: Sequence[Chat], params: SamplingParams, rows: Sequence[_Row], step: str
+    backend: Backend, chats: Sequence[Chat], params: SamplingParams, rows: Sequence[Row], step: str
 ) -> list[str]:
     """Generate in one call; each row's ``step`` timing grows by its share of the call."""
     start = time.perf_counter()
     completions = backend.generate(chats, params)
     share = (time.perf_counter() - start) / max(len(chats), 1)
     for row in rows:
-        row.timings[step] = round(row.timings.get(step, 0.0) + share, 6)
+        row.took(step, share)
     return [c.text.strip() for c in completions]

@@ -5,9 +5,10 @@ output folder), then the models load, then prompts not yet in the folder go
 through the loop chunk by chunk, each finished chunk appended to
 ``trajectories.jsonl`` at once and then labelled by the AI-feedback judge into
 ``labels.jsonl`` (:mod:`engine.judge.store`). A resumed run first labels rows that
-were written but not yet labelled. The dataset, card and constitution copy are
-(re)built from all rows at the end. :func:`label` (``cai label``) judges an
-existing run again, with another judge or settings, without regenerating.
+were written but not yet labelled. Through a server (``openai:``) rows are pipelined
+instead (:mod:`engine.pipeline`): each is written as it finishes, and labelled a chunk
+at a time. The dataset, card and constitution copy are (re)built from all rows at the
+end. :func:`label` (``cai label``) judges an existing run again without regenerating.
 
 Memory stays flat in the number of prompts: the prompt file is checked through
 once up front (keeping nothing), then read again a chunk at a time; rows go to
@@ -38,26 +39,22 @@ from engine.audit.comparisons import LabelledComparison
 from engine.audit.gate import check_items, gate
 from engine.backends import load_backend
 from engine.backends.base import Backend, SamplingParams
+from engine.backends.prefix import TokenMeter
 from engine.backends.reward_model import Scorer, load_reward_model
 from engine.config import GenerateConfig, check_best_of, judge_settings
 from engine.critique import LoopSettings, run_loop
 from engine.dataset.of_run import build_dataset
 from engine.errors import USAGE, UserError
-from engine.judge import (
-    LABEL_MANIFEST,
-    LABELS,
-    LabelStats,
-    LabelStore,
-    judge_trajectories,
-    label_rows,
-)
+from engine.judge import LABEL_MANIFEST, LABELS, LabelStats, LabelStore, judge_trajectories, label_rows
 from engine.judge.panel import PairJudge, make_judge
+from engine.pipeline import each_written, generation_path, run_pipelined
 from engine.progress import chunked, progress_bar
 from engine.records import (
     ConstitutionRef,
     JudgeCheck,
     JudgeSettings,
     LabelManifest,
+    PromptTokenCount,
     RunManifest,
     Shard,
     prompt_digest,
@@ -96,6 +93,8 @@ class Summary:
     """The shard (I/N) of the prompts the run holds; ``prompts`` counts that shard's prompts."""
     check: JudgeCheck | None = None
     """The judge's check on labelled comparisons (None: not checked)."""
+    prompt_tokens: PromptTokenCount | None = None
+    """Prompt tokens this run's local models were asked for and computed (None: none counted)."""
 
 
 @dataclass(frozen=True)
@@ -216,10 +215,11 @@ def _generate(
     generated = 0
     options = {"batch_size": config.batch_size, "dtype": config.dtype, "device": config.device}
     loaded: dict[str, Backend] = {}
+    meter = TokenMeter()
 
     def backend(spec: str) -> Backend:
         if spec not in loaded:
-            loaded[spec] = backends(spec, **options)
+            loaded[spec] = meter.watch(backends(spec, **options))
         return loaded[spec]
 
     scorers: dict[str, Scorer] = {}
@@ -232,6 +232,8 @@ def _generate(
     reward: Scorer | None = None
     if todo:
         policy, critic = backend(config.model), backend(manifest.critic)
+        generation = generation_path(config.pipeline, policy, critic, config.best_of)
+        run.manifest = run.manifest.model_copy(update={"generation": generation})  # run.json says which path ran
         if config.reward_model is not None and config.best_of > 1:
             reward = scorer(config.reward_model)
     judge: PairJudge | None = None
@@ -259,18 +261,27 @@ def _generate(
         bar = progress_bar(todo, progress, "generate")
         try:
             wanted = (item for item in prompts if item.id not in done and (shard is None or shard.holds(item.id)))
-            for chunk in chunked(wanted, config.chunk_size):
-                rows = run_loop(chunk, rules, policy, critic, settings, reward)
-                run.append(rows)
+            if generation == "pipelined":  # rows written as they finish, labelled a chunk of finished rows at a time
+                finished = run_pipelined(wanted, rules, policy, critic, settings, in_flight=config.batch_size)
+                chunks = chunked(each_written(finished, run.append, bar.update if bar else None), config.chunk_size)
+            else:
+                chunks = (
+                    run_loop(c, rules, policy, critic, settings, reward) for c in chunked(wanted, config.chunk_size)
+                )
+            for rows in chunks:
+                if generation == "batched":
+                    run.append(rows)
                 if judge is not None and labels is not None:
                     labels.append(judge_trajectories(judge, rows, rules))
-                generated += len(chunk)
-                if bar is not None:
-                    bar.update(len(chunk))
+                generated += len(rows)
+                if bar is not None and generation == "batched":
+                    bar.update(len(rows))
         finally:
             if bar is not None:
                 bar.close()
 
+    if (used := meter.used()) is not None and used.requested:
+        run.count_prompt_tokens(used)
     path, sizes, stats, label_stats = build_dataset(run, labels)
     if config.push_to_hub:
         from datasets import load_from_disk
@@ -289,6 +300,7 @@ def _generate(
         labels=label_stats,
         shard=config.shard,
         check=check,
+        prompt_tokens=used,
     )
 
 

@@ -48,7 +48,7 @@ from engine.rundir import (
     run_lock,
 )
 
-KEPT_APART = ("shard", "prompts", "merged_from", "superseded")
+KEPT_APART = ("shard", "prompts", "merged_from", "superseded", "generation", "prompt_tokens")
 """Manifest fields that may differ between the runs of a merge."""
 WRITTEN = (MANIFEST, TRAJECTORIES, LABELS, LABEL_MANIFEST, CONSTITUTION_COPY)
 
@@ -169,7 +169,15 @@ def _merge(
     runs = _merged_runs(sources, counts)
     first = sources[0].manifest
     prompts = list(dict.fromkeys(s.manifest.prompts for s in sources))
-    manifest = first.model_copy(update={"shard": None, "prompts": " + ".join(prompts), "merged_from": runs})
+    manifest = first.model_copy(
+        update={
+            "shard": None,
+            "prompts": " + ".join(prompts),
+            "merged_from": runs,
+            "generation": None,
+            "prompt_tokens": None,
+        }
+    )
     os.replace(tmp_rows, out / TRAJECTORIES)
     labels = None
     if judged is not None:

@@ -26,7 +26,7 @@ from typing import Generic, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from engine.errors import UserError
-from engine.records import RunManifest, Trajectory, prompt_digest
+from engine.records import PromptTokenCount, RunManifest, Trajectory, prompt_digest
 
 MANIFEST = "run.json"
 TRAJECTORIES = "trajectories.jsonl"
@@ -176,7 +176,12 @@ class RunDir:
                 run.replaced = diffs
                 run.before = before
             else:
-                run.manifest = manifest.model_copy(update={"superseded": before.superseded})
+                kept = {
+                    "superseded": before.superseded,
+                    "generation": manifest.generation or before.generation,
+                    "prompt_tokens": manifest.prompt_tokens or before.prompt_tokens,
+                }
+                run.manifest = manifest.model_copy(update=kept)
         elif holds_files(path):
             raise RunDirError(FOREIGN.format(path=path))
         return run
@@ -202,6 +207,14 @@ class RunDir:
         """Create the folder and record the manifest (after the models have loaded)."""
         self.path.mkdir(parents=True, exist_ok=True)
         atomic_write(self.path / MANIFEST, self.manifest.model_dump_json(indent=2) + "\n")
+
+    def count_prompt_tokens(self, counted: PromptTokenCount) -> None:
+        """Add ``counted`` to the manifest's prompt tokens and write ``run.json`` again."""
+        known = self.manifest.prompt_tokens
+        self.manifest = self.manifest.model_copy(
+            update={"prompt_tokens": counted if known is None else known + counted}
+        )
+        self.begin()
 
     def done_ids(self) -> set[str]:
         """Ids of the rows already written, after cutting off a torn last line."""

@@ -149,6 +149,11 @@ class FakeOpenAIServer:
             "usage": {"prompt_tokens": 1, "completion_tokens": len(tokens), "total_tokens": 1 + len(tokens)},
         }
 
+    def hold(self, request: dict[str, Any]) -> None:
+        """Take the time a normal reply takes (``delay``) before it is sent; the stand-in server's slots override it."""
+        if self.delay:
+            self.release.wait(self.delay)
+
     def _next_behaviour(self) -> str:
         with self.lock:
             self.attempts += 1
@@ -225,8 +230,7 @@ class FakeOpenAIServer:
                     return self.send(200, b'{"id": "x", "choices": [{"message": {"content": "Hel')
                 if behaviour == "badshape":
                     return self.send(200, b'{"id": "x", "object": "chat.completion", "result": "hello"}')
-                if server.delay:
-                    server.release.wait(server.delay)
+                server.hold(request)
                 reply = server.completion(request, logprobs=behaviour != "nologprobs")
                 with server.lock:
                     server.replies += 1

@@ -26,7 +26,8 @@ pytest.importorskip("transformers")
 from engine.backends import default_model as dm  # noqa: E402
 from engine.backends import load_backend  # noqa: E402
 from engine.backends.base import BackendError, Chat, SamplingParams, ScoreRequest  # noqa: E402
-from engine.backends.hf import CPU_BATCH_TOKENS, HFBackend, kv_token_budget, resolve_device, resolve_dtype  # noqa: E402
+from engine.backends.hf import HFBackend  # noqa: E402
+from engine.backends.torch_device import CPU_BATCH_TOKENS, kv_token_budget, resolve_device, resolve_dtype  # noqa: E402
 from tests.models import tiny_model_dir  # noqa: E402
 
 GREEDY = SamplingParams(max_new_tokens=8, temperature=0)

@@ -417,9 +417,10 @@ def ids_in(path: Path) -> list[str]:
     return [json.loads(line)["id"] for line in path.read_text().splitlines()]
 
 
+@pytest.mark.parametrize("pipeline", ["auto", "off"])
 @pytest.mark.parametrize("fault", ["drop", "hang", "garbage"])
 def test_cli_run_stops_on_a_failing_server_and_resumes_against_a_healthy_one(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault: str, pipeline: str
 ) -> None:
     monkeypatch.setenv("CAI_OPENAI_MAX_RETRIES", "1")
     monkeypatch.setenv("CAI_OPENAI_BACKOFF", "0.01")
@@ -431,6 +432,7 @@ def test_cli_run_stops_on_a_failing_server_and_resumes_against_a_healthy_one(
         args = ["generate", "-o", str(out), "--model", "openai:fake-model", "--base-url", url, "-p", str(prompts)]
         args += ["--revisions", "1", "--chunk-size", "2", "--batch-size", "4", "--max-new-tokens", "24"]
         args += ["--judge-check", "none"]  # the fault is timed in requests: no calibration requests before the run
+        args += ["--pipeline", pipeline]
         return CliRunner().invoke(cli, args)
 
     with FakeOpenAIServer() as failing:
@@ -441,12 +443,16 @@ def test_cli_run_stops_on_a_failing_server_and_resumes_against_a_healthy_one(
     assert first.stderr.count("error") == 1 and line.startswith(f"error: {failing.url}/")
     assert "gave up after 2 tries" in line
     assert "Traceback" not in first.output
-    assert ids_in(out / "trajectories.jsonl") == ["p00", "p01"]
+    done = ids_in(out / "trajectories.jsonl")
+    if pipeline == "off":
+        assert done == ["p00", "p01"]
+    else:  # rows are written as they finish: some of the first four (each takes 3 of the 12 requests)
+        assert 0 < len(done) < 6 and len(set(done)) == len(done) and set(done) <= {"p00", "p01", "p02", "p03"}
 
     with FakeOpenAIServer() as healthy:  # restarted elsewhere: --base-url is not part of the run's identity
         second = cai(healthy.url)
     assert second.exit_code == 0, second.output
-    assert "4 new, 2 already there" in second.stdout
+    assert f"{6 - len(done)} new, {len(done)} already there" in second.stdout
     assert sorted(ids_in(out / "trajectories.jsonl")) == [f"p{i:02d}" for i in range(6)]  # each exactly once
     labels = ids_in(out / "labels.jsonl")
     assert sorted(labels) == [f"p{i:02d}" for i in range(6)]

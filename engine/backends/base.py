@@ -19,7 +19,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -64,6 +64,12 @@ class Backend(ABC):
 
     name: str
     """Model name recorded in provenance (a path, a hub id, or ``default``)."""
+
+    serves_concurrently: ClassVar[bool] = False
+    """Requests are independent and served concurrently (a server's slots): ``generate`` may be called from
+    several threads at once, one chat per call, at no cost against one batched call. The critique loop then
+    pipelines rows (:mod:`engine.pipeline`) instead of running step by step; in-process backends, whose step
+    is one batched forward pass, leave it False."""
 
     @abstractmethod
     def generate(self, chats: Sequence[Chat], params: SamplingParams) -> list[Completion]:

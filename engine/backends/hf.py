@@ -24,7 +24,11 @@ Scoring
     option tokens' log-probabilities; it never generates. Each prompt runs once
     (batched, left-padded) and all its options continue from the prompt's
     key/value cache in one more short pass, so judging between (A) and (B)
-    costs one prompt pass, not two.
+    costs one prompt pass, not two. Prompts that share a token prefix (the
+    judge's instructions and principle, a trajectory's conversation) are
+    batched together and the prefix runs once per batch
+    (:mod:`engine.backends.prefix`); ``prompt_tokens`` counts what was asked
+    for and what was computed.
 """
 
 from __future__ import annotations
@@ -56,79 +60,12 @@ from engine.backends.base import (
     first_line,
     locate_model,
 )
+from engine.backends.prefix import NO_TOKENS, Plan, count, length_batches, plan_batches
 from engine.backends.tokens import continuation_ids, cut_at_stop, render_chat
-
-DTYPES: dict[str, torch.dtype] = {
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-    "half": torch.float16,
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "float": torch.float32,
-}
+from engine.backends.torch_device import CPU_BATCH_TOKENS, kv_token_budget, resolve_device, resolve_dtype
 
 _LOGITS_BUDGET = 1 << 27
 """Most logits (elements) one scoring pass keeps: 512 MiB in fp32."""
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` is the first CUDA device when there is one, else the CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError):
-        raise BackendError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise BackendError(f"device {device!r} asked for, but torch sees no CUDA device; use --device cpu")
-    return dev
-
-
-def cpu_has_fast_bf16() -> bool:
-    """True when the CPU computes in bfloat16 natively (AVX512-BF16 or AMX-BF16), so bf16 can beat fp32.
-
-    On CPUs without it (e.g. AVX2 only) torch runs bf16 matmuls on a slow
-    fallback path: on the 2-core AVX2 machine this was written on, a bf16 GEMM
-    ran ~50x slower than fp32 and bf16 generation ~4x slower.
-    """
-    get_capabilities = getattr(torch.cpu, "get_capabilities", None)
-    if get_capabilities is None:  # older torch
-        with contextlib.suppress(AttributeError, RuntimeError):
-            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        return False
-    caps = get_capabilities()
-    return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
-
-
-def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """``auto``: bf16 where the hardware computes it natively (CUDA with bf16, CPUs with AVX512-BF16/AMX), else fp32."""
-    if dtype == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
-        if device.type == "cpu":
-            return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
-        return torch.float32
-    try:
-        return DTYPES[dtype.lower()]
-    except KeyError:
-        raise BackendError(f"unknown dtype {dtype!r}: use auto, bfloat16, float16 or float32") from None
-
-
-CPU_BATCH_TOKENS = 4096
-
-
-def kv_token_budget(config: Any, dtype: torch.dtype, free_bytes: int, share: float = 0.25) -> int:
-    """Tokens whose KV cache fits in ``share`` of ``free_bytes`` (at least 4096, at most 2**20)."""
-    layers = int(getattr(config, "num_hidden_layers", 0) or 0)
-    heads = int(getattr(config, "num_attention_heads", 0) or 0)
-    kv_heads = int(getattr(config, "num_key_value_heads", None) or heads)
-    head_dim = int(getattr(config, "head_dim", None) or (config.hidden_size // heads if heads else 0))
-    per_token = 2 * layers * kv_heads * head_dim * torch.empty((), dtype=dtype).element_size()
-    if per_token <= 0:
-        return CPU_BATCH_TOKENS
-    return max(CPU_BATCH_TOKENS, min(2**20, int(free_bytes * share) // per_token))
 
 
 def _token_ids(value: object) -> set[int]:
@@ -169,6 +106,8 @@ class HFBackend(Backend):
         dtype: ``auto`` (bf16 where the hardware computes it natively, else
             fp32), ``bfloat16``, ``float16`` or ``float32``.
         device: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda``, ``cuda:N``.
+        prefix_reuse: Score prompts that share a token prefix with the prefix run once
+            (:mod:`engine.backends.prefix`); False runs every prompt whole.
 
     Raises:
         BackendError: The model or its tokenizer cannot be loaded, or the
@@ -184,6 +123,7 @@ class HFBackend(Backend):
         max_batch_tokens: int | None = None,
         dtype: str = "auto",
         device: str = "auto",
+        prefix_reuse: bool = True,
     ) -> None:
         if batch_size < 1:
             raise BackendError(f"batch_size must be at least 1, not {batch_size}")
@@ -201,6 +141,11 @@ class HFBackend(Backend):
         params = inspect.signature(self.model.forward).parameters
         self._takes_positions = "position_ids" in params
         self._takes_logits_to_keep = "logits_to_keep" in params
+        self._cache_kwarg = "cache" if "cache" in params else "past_key_values"  # renamed in transformers 5
+        # Sharing a prefix puts padding between it and each row's own tokens: positions must be given.
+        self.prefix_reuse = prefix_reuse and self._takes_positions
+        self.prompt_tokens = NO_TOKENS
+        """Prompt tokens requested and computed since loading (or since the caller reset it)."""
         self._stop_cache: dict[tuple[str, ...], StopStringCriteria] = {}
         self._vocab_size = int(getattr(self.model.config, "vocab_size", None) or len(self.tokenizer))
 
@@ -263,6 +208,7 @@ class HFBackend(Backend):
             "device": str(self.device),
             "batch_size": self.batch_size,
             "max_batch_tokens": self.max_batch_tokens,
+            "prefix_reuse": self.prefix_reuse,
             "transformers": transformers.__version__,
             "torch": torch.__version__,
         }
@@ -281,23 +227,14 @@ class HFBackend(Backend):
         return [list(ids) for ids in cast(list[list[int]], encoded["input_ids"])]
 
     def _batches(self, lengths: Sequence[int]) -> Iterator[list[int]]:
-        """Indices sorted by length, cut into batches of at most ``batch_size`` rows and
-        ``max_batch_tokens`` padded prompt tokens.
+        """Indices by length in batches within ``batch_size`` and ``max_batch_tokens`` (:func:`length_batches`)."""
+        return length_batches(lengths, self.batch_size, self.max_batch_tokens)
 
-        The token budget keeps long prompts (critique prompts with few-shot
-        examples run to hundreds of tokens) in small batches: their cost is the
-        prompt's forward pass, which batching does not speed up but padding and
-        large attention matrices slow down, while short prompts still batch wide.
-        """
-        order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-        batch: list[int] = []
-        for i in order:  # ascending, so lengths[i] is the padded width if i joins
-            if batch and (len(batch) >= self.batch_size or (len(batch) + 1) * lengths[i] > self.max_batch_tokens):
-                yield batch
-                batch = []
-            batch.append(i)
-        if batch:
-            yield batch
+    def _plans(self, prompts: Sequence[Sequence[int]], *, generating: bool = False) -> list[Plan]:
+        """The batches to run, and the heads each shares when prefix reuse is on (:func:`plan_batches`)."""
+        return plan_batches(
+            prompts, self.batch_size, self.max_batch_tokens, reuse=self.prefix_reuse, keep_batches=generating
+        )
 
     def _left_pad(self, rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         width = max(len(r) for r in rows)
@@ -330,12 +267,15 @@ class HFBackend(Backend):
         results: list[Completion | None] = [None] * len(chats)
         with torch.inference_mode(), self._rng():
             torch.manual_seed(params.seed)
-            for batch in self._batches([len(p) for p in prompts]):
-                ids, mask = self._left_pad([prompts[i] for i in batch])
-                out = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)  # type: ignore[operator]
+            for plan in self._plans(prompts, generating=True):
+                rows = [prompts[i] for i in plan.rows]
+                self.prompt_tokens += count(plan, [len(r) for r in rows])
+                ids, mask = self._left_pad(rows)
+                extra = {self._cache_kwarg: self._prompt_cache(rows, plan)} if plan.heads else {}
+                out = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs, **extra)  # type: ignore[operator]
                 sequences = cast(torch.Tensor, out)
                 new = sequences[:, ids.shape[1] :].cpu()
-                for row, i in enumerate(batch):
+                for row, i in enumerate(plan.rows):
                     results[i] = self._completion(new[row], stops)
         return [r for r in results if r is not None]
 
@@ -373,10 +313,13 @@ class HFBackend(Backend):
         ]
         scores = [[0.0] * len(r.options) for r in requests]  # an empty option has probability 1
         with torch.inference_mode():
-            for batch in self._batches([len(p) for p in prompt_ids]):
-                for part in self._logit_parts(batch, option_ids):
-                    values = self._score_batch([prompt_ids[i] for i in part], [option_ids[i] for i in part])
-                    for i, row in zip(part, values, strict=True):
+            for plan in self._plans(prompt_ids):
+                parts = list(self._logit_parts(plan.rows, option_ids))
+                for part in [plan] if len(parts) == 1 else [Plan(part, [], []) for part in parts]:
+                    rows = [prompt_ids[i] for i in part.rows]
+                    self.prompt_tokens += count(part, [len(r) for r in rows])
+                    values = self._score_batch(rows, [option_ids[i] for i in part.rows], part)
+                    for i, row in zip(part.rows, values, strict=True):
                         scores[i] = row
         return scores
 
@@ -394,8 +337,81 @@ class HFBackend(Backend):
         if part:
             yield part
 
+    def _prefill(self, prompts: Sequence[list[int]], plan: Plan) -> tuple[torch.Tensor, Any, torch.Tensor]:
+        """Run the prompts: the logits of each one's last token, the key/value cache and its attention mask.
+
+        With heads in ``plan``, each head runs once (:meth:`_with_heads`) and the rows continue from it.
+        """
+        cached = 0
+        if plan.heads:
+            ids, mask, cache, cached = self._with_heads(prompts, plan)
+            inputs: dict[str, Any] = {"input_ids": ids[:, cached:], self._cache_kwarg: cache}
+        else:
+            ids, mask = self._left_pad(prompts)
+            inputs = {"input_ids": ids}
+        inputs.update(attention_mask=mask, use_cache=True)
+        if self._takes_positions:
+            inputs["position_ids"] = ((mask.cumsum(-1) - 1).clamp(min=0))[:, cached:]
+        if self._takes_logits_to_keep:
+            inputs["logits_to_keep"] = 1
+        out = self.model(**inputs)
+        return out.logits[:, -1], _cache_of(out), mask
+
+    def _with_heads(self, prompts: Sequence[list[int]], plan: Plan) -> tuple[torch.Tensor, torch.Tensor, Any, int]:
+        """The rows' whole ids and mask, the cache of their heads, and how many columns that cache holds.
+
+        The heads run once, in one left-padded pass; the cache then holds each
+        row's head (rows of a group get copies). Each row's own tokens follow,
+        left-padded, so padding may sit between a head and the row's tokens;
+        positions follow the mask, so a row sees what it would see alone.
+        """
+        heads = [prompts[plan.group.index(g)][:length] for g, length in enumerate(plan.heads)]
+        head_ids, head_mask = self._left_pad(heads)
+        inputs: dict[str, Any] = {"input_ids": head_ids, "attention_mask": head_mask, "use_cache": True}
+        inputs["position_ids"] = (head_mask.cumsum(-1) - 1).clamp(min=0)  # reuse is off without positions
+        if self._takes_logits_to_keep:
+            inputs["logits_to_keep"] = 1
+        cache = _cache_of(self.model(**inputs))
+        index = torch.tensor(plan.group, dtype=torch.long, device=head_ids.device)
+        cache.batch_select_indices(index)
+        own_ids, own = self._left_pad([p[plan.head_of(k) :] for k, p in enumerate(prompts)])
+        ids = torch.cat([head_ids[index], own_ids], dim=1)
+        mask = torch.cat([head_mask[index], own], dim=1)
+        return ids, mask, cache, head_ids.shape[1]
+
+    def _prompt_cache(self, prompts: Sequence[list[int]], plan: Plan) -> Any:
+        """The cache of every prompt but its last token, heads run once, laid out as plain left padding would be.
+
+        Generating from it, each row's last token and every new one see exactly
+        the keys and values (and the cache has the width) they would without
+        reuse: the padding that :meth:`_with_heads` leaves between a head and a
+        row's own tokens is squeezed out, so decoding costs what it did.
+        """
+        shorter = [p[:-1] for p in prompts]  # generate() runs the last token itself
+        ids, mask, cache, cached = self._with_heads(shorter, plan)
+        if ids.shape[1] > cached:  # some rows have own tokens before their last
+            positions = ((mask.cumsum(-1) - 1).clamp(min=0))[:, cached:]
+            inputs: dict[str, Any] = {"input_ids": ids[:, cached:], "attention_mask": mask, "position_ids": positions}
+            if self._takes_logits_to_keep:
+                inputs["logits_to_keep"] = 1
+            cache = _cache_of(self.model(**inputs, **{self._cache_kwarg: cache}, use_cache=True))
+        width = max(len(p) for p in shorter)
+        count = mask.sum(-1, keepdim=True)
+        column = torch.arange(width, device=mask.device)
+        keep = column >= width - count  # the left-padded layout: each row's tokens at the end
+        # Source column of each kept one: the row's (j - (width - count))-th unmasked column.
+        order = torch.argsort((1 - mask) * mask.shape[1] + torch.arange(mask.shape[1], device=mask.device), dim=-1)
+        source = order.gather(1, (column - (width - count)).clamp(min=0))
+        for layer in cache.layers:
+            for name in ("keys", "values"):
+                found = getattr(layer, name)
+                index = source[:, None, :, None].expand(found.shape[0], found.shape[1], width, found.shape[3])
+                moved = found.gather(2, index)
+                setattr(layer, name, torch.where(keep[:, None, :, None], moved, torch.zeros((), dtype=moved.dtype)))
+        return cache
+
     def _score_batch(
-        self, prompts: Sequence[list[int]], options: Sequence[Sequence[Sequence[int]]]
+        self, prompts: Sequence[list[int]], options: Sequence[Sequence[Sequence[int]]], plan: Plan
     ) -> list[list[float]]:
         """Sum of each option's token log-probs: each prompt runs ONCE, every option continues from its cache.
 
@@ -403,15 +419,11 @@ class HFBackend(Backend):
         or more tokens then run as one batch of continuations over the prompts'
         cached keys and values (selected per option row), so a prompt with n
         options costs one prompt pass plus n short continuations, not n prompt passes.
+        ``plan``: the batch's heads, each run once (:meth:`_prefill`).
         """
-        ids, mask = self._left_pad(prompts)
-        inputs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask, "use_cache": True}
-        if self._takes_positions:
-            inputs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
-        if self._takes_logits_to_keep:
-            inputs["logits_to_keep"] = 1
-        out = self.model(**inputs)
-        first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
+        last, cache, mask = self._prefill(prompts, plan)
+        device = mask.device
+        first = torch.log_softmax(last.float(), dim=-1)
         scores = [[0.0] * len(opts) for opts in options]
         longer: list[tuple[int, int]] = []  # (prompt, option) of options with more than one token
         for b, opts in enumerate(options):
@@ -424,7 +436,7 @@ class HFBackend(Backend):
             return scores
         # Continuations: feed tokens[:-1] after the prompt (right-padded), read log P(tokens[1:]).
         width = max(len(options[b][o]) - 1 for b, o in longer)
-        rows = torch.tensor([b for b, _ in longer], device=ids.device)
+        rows = torch.tensor([b for b, _ in longer], device=device)
         feed = torch.full((len(longer), width), self._pad_id, dtype=torch.long)
         targets = torch.full((len(longer), width), self._pad_id, dtype=torch.long)
         valid = torch.zeros((len(longer), width), dtype=torch.long)
@@ -434,17 +446,16 @@ class HFBackend(Backend):
             feed[r, :n] = torch.tensor(tokens[:-1])
             targets[r, :n] = torch.tensor(tokens[1:])
             valid[r, :n] = 1
-        feed, targets, valid = feed.to(ids.device), targets.to(ids.device), valid.to(ids.device)
-        cache = out.past_key_values
+        feed, targets, valid = feed.to(device), targets.to(device), valid.to(device)
         cache.batch_select_indices(rows)
         cont: dict[str, Any] = {
             "input_ids": feed,
             "attention_mask": torch.cat([mask[rows], valid], dim=1),
-            "past_key_values": cache,
+            self._cache_kwarg: cache,
             "use_cache": True,
         }
         if self._takes_positions:
-            cont["position_ids"] = mask[rows].sum(-1, keepdim=True) + torch.arange(width, device=ids.device)
+            cont["position_ids"] = mask[rows].sum(-1, keepdim=True) + torch.arange(width, device=device)
         logprobs = torch.log_softmax(self.model(**cont).logits.float(), dim=-1)
         picked = logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
         sums = torch.where(valid.bool(), picked, 0.0).sum(-1).cpu()
@@ -453,4 +464,10 @@ class HFBackend(Backend):
         return scores
 
 
-__all__ = ["HFBackend", "resolve_device", "resolve_dtype"]
+def _cache_of(out: Any) -> Any:
+    """The key/value cache of a forward pass (``cache`` since transformers 5, ``past_key_values`` before)."""
+    found = getattr(out, "cache", None)
+    return found if found is not None else out.past_key_values
+
+
+__all__ = ["HFBackend"]

@@ -24,7 +24,9 @@ Requests in flight and retries
     :class:`~engine.backends.base.BackendError` naming the URL, what failed
     and the number of tries. Rows finished before the failure are on disk, so
     rerunning the same command resumes. The HTTP side is
-    :mod:`engine.backends.openai_transport`.
+    :mod:`engine.backends.openai_transport`. The backend is thread-safe and
+    :attr:`~engine.backends.base.Backend.serves_concurrently`, so ``cai generate``
+    pipelines rows through it (:mod:`engine.pipeline`), one chat per call.
 
 Sampling
     ``max_tokens``, ``temperature``, ``top_p``, ``seed`` and ``stop`` go to the
@@ -169,6 +171,9 @@ class OpenAIBackend(Backend):
         BackendError: httpx is missing, a setting is out of range, or (with
             ``check``) the server cannot be reached or refuses the key.
     """
+
+    serves_concurrently = True
+    """Every chat is its own request to the server, so the critique loop pipelines rows through it."""
 
     def __init__(
         self,

@@ -71,7 +71,7 @@ class RewardModel:
         import torch
         from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-        from engine.backends.hf import resolve_device, resolve_dtype
+        from engine.backends.torch_device import resolve_device, resolve_dtype
 
         if batch_size < 1:
             raise BackendError(f"batch_size must be at least 1, not {batch_size}")

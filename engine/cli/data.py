@@ -69,7 +69,15 @@ if TYPE_CHECKING:
 )
 @seed_option("Seed for principle sampling and sampling.")
 @batch_size_option()
-@chunk_size_option("Most prompts in flight at once.")
+@chunk_size_option("Most prompts in flight at once (pipelined: rows labelled together).")
+@click.option(
+    "--pipeline",
+    type=click.Choice(["auto", "on", "off"]),
+    default="auto",
+    show_default=True,
+    help="Pipeline rows through a server: each row's next request goes out as soon as its last is back, "
+    "--batch-size in flight at all times (auto: for openai: models); off: step by step.",
+)
 @click.option("--max-new-tokens", type=int, default=256, show_default=True, help="Most tokens per reply.")
 @click.option("--temperature", type=float, default=0.7, show_default=True, help="0 for greedy decoding.")
 @click.option("--top-p", type=float, default=0.95, show_default=True, help="Nucleus sampling mass.")
@@ -137,6 +145,8 @@ def generate(ctx: click.Context, /, config_file: Path | None, **_: object) -> No
         f"\n{summary.rows} rows in {summary.out} ({summary.generated} new, {summary.skipped} already there), "
         f"{summary.revised} answers changed by revision, {summary.pairs} preference pairs, {summary.seconds:.0f} s"
     )
+    if summary.prompt_tokens is not None:
+        click.echo(summary.prompt_tokens.render() + "; a prefix shared by a batch's prompts runs once")
     if summary.labels is not None:
         click.echo(summary.labels.render())
     echo_check(summary.check)

@@ -31,7 +31,7 @@ from engine.records.labels import (
     Status,
     Verdict,
 )
-from engine.records.run import MergedRun, RunManifest, Shard, missing_shards
+from engine.records.run import MergedRun, PromptTokenCount, RunManifest, Shard, missing_shards
 from engine.records.trajectory import BestOf, ConstitutionRef, Round, Sample, Trajectory, prompt_digest
 
 __all__ = [
@@ -55,6 +55,7 @@ __all__ = [
     "LabelSource",
     "MergedRun",
     "Pairing",
+    "PromptTokenCount",
     "Record",
     "ReviewError",
     "Round",

@@ -6,6 +6,7 @@ import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Literal
 
 from pydantic import Field, field_validator
 
@@ -94,6 +95,23 @@ def missing_shards(runs: Iterable[MergedRun]) -> list[str]:
     ]
 
 
+class PromptTokenCount(Record):
+    """Prompt tokens requested and computed: a prefix shared by a batch's prompts is computed once."""
+
+    requested: int = Field(ge=0)
+    computed: int = Field(ge=0)
+
+    def __add__(self, other: PromptTokenCount) -> PromptTokenCount:
+        return PromptTokenCount(requested=self.requested + other.requested, computed=self.computed + other.computed)
+
+    def __sub__(self, other: PromptTokenCount) -> PromptTokenCount:
+        return PromptTokenCount(requested=self.requested - other.requested, computed=self.computed - other.computed)
+
+    def render(self) -> str:
+        share = self.computed / self.requested if self.requested else 1.0
+        return f"prompt tokens: {self.computed:,} computed of {self.requested:,} requested ({share:.0%})"
+
+
 class RunManifest(Record):
     """What a run directory holds; a rerun on the same directory must match it to resume."""
 
@@ -116,6 +134,18 @@ class RunManifest(Record):
     merged_from: list[MergedRun] | None = Field(
         default=None, description="The runs `cai merge` made this one from; None: made by `cai generate`."
     )
+    generation: Literal["batched", "pipelined"] | None = Field(
+        default=None,
+        description="How the loop ran in the latest `cai generate` that made rows here: batched (one call per step "
+        "of a chunk) or pipelined (rows through a server, each row's next request as soon as its last was back); "
+        "None: not recorded. Rows are the same either way, so a resume may take the other path.",
+    )
+    prompt_tokens: PromptTokenCount | None = Field(
+        default=None,
+        description="Prompt tokens the run's local transformers models were asked for and computed (each shared "
+        "prefix once), summed over the `cai generate` runs on this folder, judge included; None: none counted "
+        "(servers, scripted models and merges count nothing).",
+    )
     superseded: list[RunManifest] = Field(
         default_factory=list,
         description="Earlier settings of this folder, replaced with --force; rows made under them are still here.",
@@ -127,8 +157,9 @@ class RunManifest(Record):
         return _check_shard(value)
 
     def differences(self, other: RunManifest) -> list[str]:
-        """Human-readable fields in which ``other`` differs from this manifest (its history aside)."""
-        mine, theirs = self.model_dump(exclude={"superseded"}), other.model_dump(exclude={"superseded"})
+        """Human-readable fields in which ``other`` differs from this manifest (its history and path aside)."""
+        history = {"superseded", "generation", "prompt_tokens"}
+        mine, theirs = self.model_dump(exclude=history), other.model_dump(exclude=history)
         out = []
         for key in mine:
             if mine[key] != theirs[key]:

@@ -83,7 +83,7 @@ def model_dtype(dtype: str, lora: bool) -> Any:
     """
     import torch
 
-    from engine.backends.hf import resolve_dtype
+    from engine.backends.torch_device import resolve_dtype
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if dtype != "auto":

@@ -28,7 +28,7 @@ def run_defaults(checkpoints: Path) -> dict[str, Any]:
     """What ``cai train`` sets for every run before the recipe: checkpoint folder, no reporting, precision."""
     import torch
 
-    from engine.backends.hf import resolve_dtype
+    from engine.backends.torch_device import resolve_dtype
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     defaults: dict[str, Any] = {

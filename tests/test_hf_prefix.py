@@ -1,0 +1,178 @@
+"""Prefix reuse in the transformers backend: shared batches, and outputs equal to running every prompt whole."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.backends.base import Chat, SamplingParams, ScoreRequest
+from engine.backends.prefix import NO_TOKENS, TokenMeter, common_prefix, count, length_batches, plan_batches
+from engine.records import PromptTokenCount
+from tests.models import tiny_model_dir
+
+HEAD = "Judge the answers below by this principle: be kind, be honest, and do not help anyone hurt people. "
+CHATS: list[Chat] = [
+    *([{"role": "user", "content": HEAD + f"Conversation {i}: " + "tell me more " * (i % 4)}] for i in range(9)),
+    [{"role": "user", "content": HEAD}],  # the others' prefix as a whole prompt
+    [{"role": "user", "content": HEAD}],  # a duplicate
+    [{"role": "user", "content": "A short one that shares nothing."}],
+]
+OPTIONS = ["(A)", "(B)", " neither of them, really"]  # one-token and many-token options
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_model_dir(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="module")
+def backends(tiny_dir: Path):  # type: ignore[no-untyped-def]
+    from engine.backends.hf import HFBackend
+
+    on = HFBackend(str(tiny_dir), dtype="float32", device="cpu", batch_size=4)
+    off = HFBackend(str(tiny_dir), dtype="float32", device="cpu", batch_size=4, prefix_reuse=False)
+    return on, off
+
+
+# ------------------------------------------------------------------ batching
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    prompts=st.lists(st.lists(st.integers(0, 3), min_size=1, max_size=12), max_size=30),
+    batch_size=st.integers(1, 6),
+    max_tokens=st.integers(1, 60),
+    keep=st.booleans(),
+)
+def test_plans_cover_every_prompt_once_within_the_limits(
+    prompts: list[list[int]], batch_size: int, max_tokens: int, keep: bool
+) -> None:
+    seen: list[int] = []
+    plans = plan_batches(prompts, batch_size, max_tokens, keep_batches=keep)
+    if keep:  # the batches by length, as without reuse
+        plain = plan_batches(prompts, batch_size, max_tokens, reuse=False)
+        assert [sorted(p.rows) for p in plans] == [sorted(p.rows) for p in plain]
+    for plan in plans:
+        seen.extend(plan.rows)
+        assert 1 <= len(plan.rows) <= batch_size
+        if len(plan.rows) > 1:
+            assert len(plan.rows) * max(len(prompts[i]) for i in plan.rows) <= max_tokens
+        if plan.heads:
+            assert len(plan.group) == len(plan.rows) and set(plan.group) == set(range(len(plan.heads)))
+            for k, i in enumerate(plan.rows):
+                head = plan.head_of(k)
+                assert 1 <= head < len(prompts[i])  # every row keeps a token of its own
+                first = plan.rows[plan.group.index(plan.group[k])]
+                assert prompts[i][:head] == prompts[first][:head]  # the group's rows start with its head
+    assert sorted(seen) == list(range(len(prompts)))
+    assert [p.rows for p in plan_batches(prompts, batch_size, max_tokens, reuse=False)] == list(
+        length_batches([len(p) for p in prompts], batch_size, max_tokens)
+    )
+
+
+def test_groups_share_their_heads_and_a_batch_with_little_in_common_runs_by_length() -> None:
+    system = list(range(200, 210))
+    one, two = system + list(range(100, 160)), system + list(range(300, 350))
+    prompts = [[*one, 1, 2], [*two, 5], [*one, 3], [*two, 6, 7], [*one, 4]]
+    (plan,) = plan_batches(prompts, batch_size=8, max_tokens=4096)
+    assert plan.rows == [0, 2, 4, 1, 3]  # in token order
+    assert plan.heads == [len(one), len(two)] and plan.group == [0, 0, 0, 1, 1]
+    counted = count(plan, [len(prompts[i]) for i in plan.rows])
+    assert counted.requested == sum(map(len, prompts))
+    assert counted.computed == len(one) + len(two) + (2 + 1 + 1) + (1 + 2)
+    # Nothing in common: by length, as without reuse.
+    loose = [[1] * 9, [2] * 3, [3] * 6]
+    assert [(p.rows, p.heads) for p in plan_batches(loose, 8, 4096)] == [([1, 2, 0], [])]
+    assert common_prefix([1, 2, 3], [1, 2, 4, 5]) == 2
+
+
+# ------------------------------------------------------------------ the backend
+
+
+def test_scores_with_a_shared_prefix_equal_every_prompt_run_whole(backends) -> None:  # type: ignore[no-untyped-def]
+    on, off = backends
+    requests = [ScoreRequest(chat, OPTIONS) for chat in CHATS]
+    on.prompt_tokens = off.prompt_tokens = NO_TOKENS
+    shared, whole = on.score(requests), off.score(requests)
+    for got, want in zip(shared, whole, strict=True):
+        assert got == pytest.approx(want, abs=1e-4)
+    assert on.prompt_tokens.requested == off.prompt_tokens.requested == off.prompt_tokens.computed
+    assert on.prompt_tokens.computed < 0.6 * on.prompt_tokens.requested  # the head ran once per batch of 4
+    assert on.describe()["prefix_reuse"] is True and off.describe()["prefix_reuse"] is False
+
+
+def test_a_batch_cut_for_its_logits_still_scores_the_same(backends, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    import engine.backends.hf as hf
+
+    on, off = backends
+    requests = [ScoreRequest(chat, OPTIONS) for chat in CHATS]
+    want = off.score(requests)
+    monkeypatch.setattr(hf, "_LOGITS_BUDGET", 1)  # one row per forward pass: nothing left to share
+    for got, expected in zip(on.score(requests), want, strict=True):
+        assert got == pytest.approx(expected, abs=1e-4)
+
+
+@pytest.mark.parametrize("stop", [(), ("e",)])
+def test_greedy_generations_with_a_shared_prefix_equal_every_prompt_run_whole(backends, stop: tuple[str, ...]) -> None:  # type: ignore[no-untyped-def]
+    on, off = backends
+    params = SamplingParams(temperature=0, max_new_tokens=12, stop=stop)
+    on.prompt_tokens = NO_TOKENS
+    assert on.generate(CHATS, params) == off.generate(CHATS, params)
+    assert on.prompt_tokens.computed < on.prompt_tokens.requested
+
+
+def test_sampled_generations_with_a_shared_prefix_are_reproducible(backends) -> None:  # type: ignore[no-untyped-def]
+    on, _ = backends
+    params = SamplingParams(temperature=0.9, max_new_tokens=8, seed=5)
+    assert on.generate(CHATS, params) == on.generate(CHATS, params)
+
+
+def test_an_explanation_is_the_same_with_and_without_reuse(backends) -> None:  # type: ignore[no-untyped-def]
+    import constitution
+    from engine.explain import explain
+    from engine.judge.pairwise import Judge, Pair
+
+    rules = constitution.load("default")
+    pair = Pair(
+        [{"role": "user", "content": "How do I calm a barking dog?"}],
+        "Walk it in the evening. Give it a toy. Ask a trainer.",
+        "Shout at it. Dogs learn from noise.",
+        (rules.principles[0],),
+    )
+    found = [explain(Judge(backend, constitution=rules), pair, top=2).to_dict() for backend in backends]
+    shared, whole = ([s["push"] for s in result["sentences"]] for result in found)
+    assert shared == pytest.approx(whole, abs=1e-4)
+
+
+def test_a_run_records_its_prompt_tokens_and_a_resume_adds_to_them(tiny_dir: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from engine.cli import cli
+    from engine.rundir import RunDir
+
+    out = tmp_path / "run"
+    args = ["generate", "--out", str(out), "--model", str(tiny_dir), "--prompts", "mixed", "--revisions", "1"]
+    args += ["--max-new-tokens", "4", "--batch-size", "4", "--temperature", "0", "--judge-check", "none"]
+    first = CliRunner().invoke(cli, [*args, "--limit", "4"])
+    assert first.exit_code == 0, first.output
+    counted = RunDir.read_manifest(out).prompt_tokens
+    assert counted is not None and 0 < counted.computed < counted.requested
+    assert counted.render() in first.output  # the summary line
+    again = CliRunner().invoke(cli, [*args, "--limit", "6"])
+    assert again.exit_code == 0, again.output
+    more = RunDir.read_manifest(out).prompt_tokens
+    assert more is not None and more.requested > counted.requested and more.computed > counted.computed
+
+
+def test_the_meter_counts_each_backend_once_from_when_it_was_watched(backends) -> None:  # type: ignore[no-untyped-def]
+    on, _ = backends
+    meter = TokenMeter()
+    assert meter.used() is None and meter.watch("no counter") == "no counter" and meter.used() is None
+    on.prompt_tokens = PromptTokenCount(requested=5, computed=3)
+    meter.watch(on)
+    meter.watch(on)  # the same model as policy, critic and judge
+    on.generate(CHATS[:2], SamplingParams(temperature=0, max_new_tokens=2))
+    assert meter.used() == on.prompt_tokens - PromptTokenCount(requested=5, computed=3)
