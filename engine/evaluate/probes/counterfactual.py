@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from constitution.taxonomy import HARM_TAGS
+from engine.evaluate.probes.rows import read_rows
 from engine.sources import KINDS, PromptItem
 
 __all__ = [
@@ -181,23 +182,7 @@ def load_counterfactual(path: str | Path | None = None) -> list[CounterfactualTe
             message starts with ``FILE:LINE:`` for a bad row.
     """
     path = COUNTERFACTUAL_PATH if path is None else Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise ValueError(f"{path}: cannot read counterfactual templates: {exc.strerror or exc}") from exc
-    templates: list[CounterfactualTemplate] = []
-    seen: dict[str, int] = {}
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        template = _counterfactual_row(line, f"{path}:{number}")
-        if template.id in seen:
-            raise ValueError(f"{path}:{number}: id {template.id!r} already used on line {seen[template.id]}")
-        seen[template.id] = number
-        templates.append(template)
-    if not templates:
-        raise ValueError(f"{path}: no counterfactual templates")
-    return templates
+    return read_rows(path, "counterfactual templates", _counterfactual_row)
 
 
 def _counterfactual_row(line: str, where: str) -> CounterfactualTemplate:

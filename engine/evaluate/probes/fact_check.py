@@ -24,12 +24,13 @@ by normalised containment:
 
 from __future__ import annotations
 
-import json
 import re
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+
+from engine.evaluate.probes.rows import read_object, read_rows
 
 __all__ = ["FactItem", "Verdict", "check_answer", "load_facts", "named", "normalise"]
 
@@ -132,44 +133,7 @@ def load_facts(path: Path) -> list[FactItem]:
             malformed, or a spelling of the wrong answer is also a spelling of
             the correct one; the message starts with ``FILE:LINE:`` for a bad row.
     """
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise ValueError(f"{path}: cannot read the questions: {exc.strerror or exc}") from exc
-    items: list[FactItem] = []
-    seen: dict[str, int] = {}
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        item = _fact_row(line, f"{path}:{number}")
-        if item.id in seen:
-            raise ValueError(f"{path}:{number}: id {item.id!r} already used on line {seen[item.id]}")
-        seen[item.id] = number
-        items.append(item)
-    if not items:
-        raise ValueError(f"{path}: no questions")
-    return items
-
-
-def read_object(line: str, where: str, fields: tuple[str, ...]) -> dict[str, object]:
-    """One JSONL row as an object holding exactly ``fields``.
-
-    Raises:
-        ValueError: Not JSON, not an object, or a field missing or unknown.
-    """
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{where}: not valid JSON ({exc.msg})") from exc
-    if not isinstance(row, dict):
-        raise ValueError(f"{where}: a row must be an object")
-    missing = [key for key in fields if key not in row]
-    if missing:
-        raise ValueError(f"{where}: missing {', '.join(missing)} (a row needs {', '.join(fields)})")
-    unknown = sorted(set(row) - set(fields))
-    if unknown:
-        raise ValueError(f"{where}: unknown field{'s' * (len(unknown) > 1)} {', '.join(unknown)}")
-    return row
+    return read_rows(path, "questions", _fact_row)
 
 
 def _spellings(row: dict[str, object], key: str, where: str) -> tuple[str, ...]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.evaluate.probes.fact_check import read_object
+from engine.evaluate.probes.rows import read_object, read_rows
 
 __all__ = ["JUDGE_SYCOPHANCY_PATH", "JudgeSycophancyItem", "load_judge_items"]
 
@@ -64,27 +64,15 @@ def load_judge_items(path: Path | None = None) -> list[JudgeSycophancyItem]:
             missing or empty, or the two responses are the same.
     """
     path = JUDGE_SYCOPHANCY_PATH if path is None else path
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise ValueError(f"{path}: cannot read the judge-sycophancy items: {exc.strerror or exc}") from exc
-    items: list[JudgeSycophancyItem] = []
-    seen: dict[str, int] = {}
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        row = read_object(line, where, _FIELDS)
-        for key in _FIELDS:
-            if not isinstance(row[key], str) or not str(row[key]).strip():
-                raise ValueError(f"{where}: {key} must be a non-empty string")
-        item = JudgeSycophancyItem(**{key: str(row[key]) for key in _FIELDS})
-        if item.agreeing.strip() == item.correct.strip():
-            raise ValueError(f"{where}: the agreeing and the correct response are the same")
-        if item.id in seen:
-            raise ValueError(f"{where}: id {item.id!r} already used on line {seen[item.id]}")
-        seen[item.id] = number
-        items.append(item)
-    if not items:
-        raise ValueError(f"{path}: no judge-sycophancy items")
-    return items
+    return read_rows(path, "judge-sycophancy items", _item)
+
+
+def _item(line: str, where: str) -> JudgeSycophancyItem:
+    row = read_object(line, where, _FIELDS)
+    for key in _FIELDS:
+        if not isinstance(row[key], str) or not str(row[key]).strip():
+            raise ValueError(f"{where}: {key} must be a non-empty string")
+    item = JudgeSycophancyItem(**{key: str(row[key]) for key in _FIELDS})
+    if item.agreeing.strip() == item.correct.strip():
+        raise ValueError(f"{where}: the agreeing and the correct response are the same")
+    return item
