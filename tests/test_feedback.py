@@ -390,7 +390,8 @@ def test_quantiles() -> None:
 def tiny_backend(tmp_path_factory: pytest.TempPathFactory) -> object:
     from engine.backends.hf import HFBackend
 
-    return HFBackend(str(tiny_model_dir(tmp_path_factory.mktemp("tiny"))), batch_size=4, device="cpu")
+    # fp32: the same numbers batched (prefix reuse included) as alone, on every CPU (auto is bf16 on some)
+    return HFBackend(str(tiny_model_dir(tmp_path_factory.mktemp("tiny"))), batch_size=4, dtype="float32", device="cpu")
 
 
 def test_tiny_model_judges_end_to_end_through_score(tiny_backend: object) -> None:

@@ -148,9 +148,9 @@ def test_dpo_with_lora_merges_the_adapter_into_a_plain_model(
     pytest.importorskip("peft")
     from transformers import TrainerCallback
 
-    import engine.backends.hf
+    import engine.backends.torch_device
 
-    monkeypatch.setattr(engine.backends.hf, "cpu_has_fast_bf16", lambda: True)  # the same on every CPU
+    monkeypatch.setattr(engine.backends.torch_device, "cpu_has_fast_bf16", lambda: True)  # the same on every CPU
 
     seen: set[torch.dtype] = set()
 
