@@ -101,6 +101,19 @@ def test_bootstrap_interval_covers_true_rate_in_simulation() -> None:
     assert 0.88 <= covered / trials <= 0.99
 
 
+def test_a_rate_of_all_the_same_outcomes_keeps_an_honest_interval() -> None:
+    # A bootstrap of 0 of 2 resamples to 0 every time; the interval must not claim certainty from two answers.
+    none, every = metrics.bootstrap_rate([False, False]), metrics.bootstrap_rate([True])
+    assert none.value == 0 and none.low == 0 and none.high > 0.5
+    assert every.value == 1 and every.high == 1 and every.low < 0.3
+    wide = metrics.bootstrap_rate([True] * 3 + [False] * 97)  # rare events: Wilson reaches higher than 3%
+    assert wide.low < 0.03 < 0.06 < wide.high
+    # In simulation (true rate 0.02, n=20: most samples have no hit at all) the interval still covers the truth.
+    rng = np.random.default_rng(11)
+    covered = sum(metrics.bootstrap_rate(rng.random(20) < 0.02, seed=t).high >= 0.02 for t in range(200))
+    assert covered / 200 >= 0.95
+
+
 def test_bootstrap_is_seeded_and_handles_empty() -> None:
     values = [True, False, False, True, True, False, False, False]
     assert metrics.bootstrap_rate(values, seed=3) == metrics.bootstrap_rate(values, seed=3)

@@ -33,11 +33,11 @@ def _check_lengths(probs: Sequence[float], outcomes: Sequence[bool]) -> None:
         _check_probability(p)
 
 
-def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+def wilson_interval(successes: float, n: int, confidence: float = 0.95) -> tuple[float, float]:
     """Wilson score interval for a binomial proportion.
 
     Args:
-        successes: Number of successes, between 0 and ``n``.
+        successes: Number of successes, between 0 and ``n`` (a sum of scores in [0, 1] may be fractional).
         n: Number of trials.
         confidence: Two-sided confidence level, strictly between 0 and 1.
 

@@ -33,6 +33,7 @@ from collections.abc import Hashable, Iterable, Mapping, Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from engine.audit.calibration import wilson_interval
 from engine.evaluate.answers import AnswerRecord
 
 __all__ = [
@@ -61,7 +62,7 @@ DEFAULT_CONFIDENCE = 0.95
 
 
 class Rate(BaseModel):
-    """A mean of per-item values in [0, 1] with a percentile bootstrap interval (what reports hold).
+    """A mean of per-item values in [0, 1] with its interval (what reports hold): see :func:`bootstrap_rate`.
 
     Attributes:
         value: The observed mean (NaN for no items).
@@ -97,7 +98,10 @@ def bootstrap_rate(
     confidence: float = DEFAULT_CONFIDENCE,
     seed: int = 0,
 ) -> Rate:
-    """Mean of ``values`` with a seeded percentile bootstrap confidence interval.
+    """Mean of ``values`` with a seeded percentile bootstrap confidence interval, widened to Wilson's where narrower.
+
+    A percentile bootstrap collapses when every outcome is the same (0 of 2 refusals gives [0%, 0%]); the
+    Wilson score interval of the mean does not (0 of 2: [0%, 66%]), so the interval is the union of the two.
 
     Args:
         values: Per-item outcomes: booleans, 0/1, or scores in [0, 1] (a tie as 0.5).
@@ -117,7 +121,12 @@ def bootstrap_rate(
     means = x[idx].mean(axis=1)
     alpha = (1.0 - confidence) / 2.0
     low, high = np.quantile(means, [alpha, 1.0 - alpha])
-    return Rate(value=float(x.mean()), low=float(low), high=float(high), n=n, confidence=confidence)
+    # The bootstrap cannot see past what was observed (0 of 3 resamples to 0 every time): never narrower than the
+    # Wilson score interval of the same mean and n.
+    floor, ceiling = wilson_interval(min(max(float(x.sum()), 0.0), float(n)), n, confidence)
+    return Rate(
+        value=float(x.mean()), low=min(float(low), floor), high=max(float(high), ceiling), n=n, confidence=confidence
+    )
 
 
 def group_rates(
