@@ -145,9 +145,9 @@ class Row:
         self.timings[step] = round(self.timings.get(step, 0.0) + seconds, 6)
 
     def trajectory(
-        self, constitution: Constitution, models: dict[str, dict[str, Any]], settings: LoopSettings
+        self, reference: ConstitutionRef, models: dict[str, dict[str, Any]], settings: LoopSettings
     ) -> Trajectory:
-        """The finished row as a record."""
+        """The finished row as a record (``reference``: :meth:`ConstitutionRef.of` the rules, made once per run)."""
         return Trajectory(
             id=self.item.id,
             source=self.item.source,
@@ -157,9 +157,7 @@ class Row:
             initial=self.initial,
             rounds=self.rounds,
             final=self.current,
-            constitution=ConstitutionRef(
-                id=constitution.id, version=constitution.version, hash=constitution.content_hash
-            ),
+            constitution=reference,
             models=models,
             sampling=settings.sampling,
             seed=settings.seed,
@@ -225,7 +223,8 @@ def run_loop(
             r.revised(p, c, text)
 
     models = loop_models(policy, critic)
-    return [r.trajectory(constitution, models, settings) for r in rows]
+    reference = ConstitutionRef.of(constitution)
+    return [r.trajectory(reference, models, settings) for r in rows]
 
 
 def _best_of(rows: Sequence[Row], policy: Backend, reward: Scorer, n: int, params: SamplingParams) -> None:

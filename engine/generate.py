@@ -143,7 +143,7 @@ def generate(
     wants_check = config.judge and config.judge_check != "none"
     check_set = check_items(config.judge_check, config.judge_check_limit) if wants_check else None
     sampling = SamplingParams(max_new_tokens=config.max_new_tokens, temperature=config.temperature, top_p=config.top_p)
-    reference = ConstitutionRef(id=rules.id, version=rules.version, hash=rules.content_hash)
+    reference = ConstitutionRef.of(rules)
     manifest = RunManifest(
         constitution=reference,
         policy=config.model,
@@ -411,7 +411,7 @@ def label(
     if require_judge_accuracy is not None and judge_check == "none":
         raise UserError("--require-judge-accuracy needs a judge check; drop --judge-check none", exit_code=USAGE)
     check_set = check_items(judge_check, judge_check_limit) if judge_check != "none" else None
-    reference = ConstitutionRef(id=rules.id, version=rules.version, hash=rules.content_hash)
+    reference = ConstitutionRef.of(rules)
     specs = [judge_model] if isinstance(judge_model, str) else list(judge_model)
     label_manifest = labelled_by(specs or [manifest.policy], settings, reference)
     run = RunDir(out, manifest)

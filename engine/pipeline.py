@@ -39,7 +39,7 @@ from constitution import Constitution, Principle
 from engine.backends.base import Backend, Chat, SamplingParams
 from engine.critique import LoopSettings, Row, loop_models
 from engine.errors import USAGE, UserError
-from engine.records import Trajectory
+from engine.records import ConstitutionRef, Trajectory
 from engine.sources import PromptItem
 
 Generation = Literal["batched", "pipelined"]
@@ -155,6 +155,7 @@ def run_pipelined(
         raise ValueError("best-of-n is not pipelined; run it with engine.critique.run_loop")
     params = settings.sampling.model_copy(update={"seed": settings.seed})
     models = loop_models(policy, critic)
+    reference = ConstitutionRef.of(constitution)
     prompts = iter(items)
     workers = _Workers(in_flight, params)
     out = 0
@@ -197,7 +198,7 @@ def run_pipelined(
             if failed is None:
                 fill()  # freed slots take new prompts before the finished rows are handed over
             if finished:
-                yield [row.trajectory(constitution, models, settings) for row in finished]
+                yield [row.trajectory(reference, models, settings) for row in finished]
             if failed is not None:
                 raise failed
     finally:

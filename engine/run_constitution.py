@@ -43,7 +43,7 @@ def write_constitution(out: Path, rules: Constitution) -> None:
     text = constitution_lib.dump(rules)
     atomic_write(out / CONSTITUTION_COPY, text)
     if (out / CONSTITUTIONS).is_dir():
-        reference = ConstitutionRef(id=rules.id, version=rules.version, hash=rules.content_hash)
+        reference = ConstitutionRef.of(rules)
         atomic_write(out / CONSTITUTIONS / constitution_file(reference), text)
 
 

@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -25,6 +20,7 @@ from engine.generate import generate
 from engine.judge.principles import round_principle
 from engine.rundir import RunDir, RunDirError
 from engine.sources import PromptItem, PromptSetError, load_prompts
+from tests.interrupt import kill_mid_run
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -444,17 +440,8 @@ def test_sigkill_mid_run_then_rerun_gives_exactly_one_row_per_prompt(tmp_path: P
     prompts = write_prompts(tmp_path / "prompts.jsonl", 60)
     out = tmp_path / "run"
     trajectories = out / "trajectories.jsonl"
-    proc = subprocess.Popen([sys.executable, "-c", KILLABLE, str(out), str(prompts)], cwd=ROOT)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if trajectories.exists() and trajectories.read_text().count("\n") >= 6:
-            break
-        time.sleep(0.01)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    written = trajectories.read_text().count("\n")
-    assert 6 <= written < 60, "the kill should land mid-run"
-    kept = trajectories.read_text().splitlines()[:written]
+    kept = kill_mid_run(KILLABLE, out, prompts, total=60)
+    written = len(kept)
 
     summary = generate(
         GenerateConfig(out=out, model="scripted", prompts=str(prompts), chunk_size=2, revisions=2), progress=False

@@ -10,10 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import signal
-import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -36,6 +32,7 @@ from engine.generate import generate
 from engine.pipeline import generation_path, run_pipelined
 from engine.records import Trajectory
 from engine.sources import PromptItem
+from tests.interrupt import kill_mid_run
 from tests.slot_server import SlotServer, slot_use
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -284,17 +281,8 @@ def test_sigkill_mid_pipelined_run_then_rerun_gives_exactly_one_row_per_prompt(t
     prompts = write_prompts(tmp_path / "prompts.jsonl", 60)
     out = tmp_path / "run"
     trajectories = out / "trajectories.jsonl"
-    proc = subprocess.Popen([sys.executable, "-c", KILLABLE, str(out), str(prompts)], cwd=ROOT)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if trajectories.exists() and trajectories.read_text().count("\n") >= 6:
-            break
-        time.sleep(0.005)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    written = trajectories.read_text().count("\n")
-    assert 6 <= written < 60, "the kill should land mid-run"
-    kept = trajectories.read_text().splitlines()[:written]
+    kept = kill_mid_run(KILLABLE, out, prompts, total=60)
+    written = len(kept)
     assert json.loads((out / "run.json").read_text())["generation"] == "pipelined"
 
     class Served(ScriptedBackend):

@@ -342,20 +342,24 @@ class HFBackend(Backend):
 
         With heads in ``plan``, each head runs once (:meth:`_with_heads`) and the rows continue from it.
         """
-        cached = 0
         if plan.heads:
             ids, mask, cache, cached = self._with_heads(prompts, plan)
-            inputs: dict[str, Any] = {"input_ids": ids[:, cached:], self._cache_kwarg: cache}
         else:
-            ids, mask = self._left_pad(prompts)
-            inputs = {"input_ids": ids}
-        inputs.update(attention_mask=mask, use_cache=True)
+            (ids, mask), cache, cached = self._left_pad(prompts), None, 0
+        out = self._forward(ids, mask, cache, cached)
+        return out.logits[:, -1], _cache_of(out), mask
+
+    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, cache: Any, cached: int) -> Any:
+        """One pass over ``ids[:, cached:]`` after ``cache`` (None: nothing before), positions following ``mask``
+        (padding anywhere is skipped), the last column's logits only."""
+        inputs: dict[str, Any] = {"input_ids": ids[:, cached:], "attention_mask": mask, "use_cache": True}
+        if cache is not None:
+            inputs[self._cache_kwarg] = cache
         if self._takes_positions:
             inputs["position_ids"] = ((mask.cumsum(-1) - 1).clamp(min=0))[:, cached:]
         if self._takes_logits_to_keep:
             inputs["logits_to_keep"] = 1
-        out = self.model(**inputs)
-        return out.logits[:, -1], _cache_of(out), mask
+        return self.model(**inputs)
 
     def _with_heads(self, prompts: Sequence[list[int]], plan: Plan) -> tuple[torch.Tensor, torch.Tensor, Any, int]:
         """The rows' whole ids and mask, the cache of their heads, and how many columns that cache holds.
@@ -367,11 +371,7 @@ class HFBackend(Backend):
         """
         heads = [prompts[plan.group.index(g)][:length] for g, length in enumerate(plan.heads)]
         head_ids, head_mask = self._left_pad(heads)
-        inputs: dict[str, Any] = {"input_ids": head_ids, "attention_mask": head_mask, "use_cache": True}
-        inputs["position_ids"] = (head_mask.cumsum(-1) - 1).clamp(min=0)  # reuse is off without positions
-        if self._takes_logits_to_keep:
-            inputs["logits_to_keep"] = 1
-        cache = _cache_of(self.model(**inputs))
+        cache = _cache_of(self._forward(head_ids, head_mask, None, 0))  # reuse is off for models without positions
         index = torch.tensor(plan.group, dtype=torch.long, device=head_ids.device)
         cache.batch_select_indices(index)
         own_ids, own = self._left_pad([p[plan.head_of(k) :] for k, p in enumerate(prompts)])
@@ -390,11 +390,7 @@ class HFBackend(Backend):
         shorter = [p[:-1] for p in prompts]  # generate() runs the last token itself
         ids, mask, cache, cached = self._with_heads(shorter, plan)
         if ids.shape[1] > cached:  # some rows have own tokens before their last
-            positions = ((mask.cumsum(-1) - 1).clamp(min=0))[:, cached:]
-            inputs: dict[str, Any] = {"input_ids": ids[:, cached:], "attention_mask": mask, "position_ids": positions}
-            if self._takes_logits_to_keep:
-                inputs["logits_to_keep"] = 1
-            cache = _cache_of(self.model(**inputs, **{self._cache_kwarg: cache}, use_cache=True))
+            cache = _cache_of(self._forward(ids, mask, cache, cached))
         width = max(len(p) for p in shorter)
         count = mask.sum(-1, keepdim=True)
         column = torch.arange(width, device=mask.device)
@@ -407,7 +403,7 @@ class HFBackend(Backend):
                 found = getattr(layer, name)
                 index = source[:, None, :, None].expand(found.shape[0], found.shape[1], width, found.shape[3])
                 moved = found.gather(2, index)
-                setattr(layer, name, torch.where(keep[:, None, :, None], moved, torch.zeros((), dtype=moved.dtype)))
+                setattr(layer, name, torch.where(keep[:, None, :, None], moved, 0.0))
         return cache
 
     def _score_batch(

@@ -17,10 +17,12 @@ reward is taken (``--judge-model``, ``--reward-model``)::
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import sys
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from engine.backends.base import BackendError, Chat, first_line, locate_model
+from engine.backends.prefix import length_batches
 
 PREFIX = "rm:"
 """Model specs naming a preference model start with this."""
@@ -129,11 +131,6 @@ class RewardModel:
         ids: Any = encoded["input_ids"]  # type: ignore[call-overload,index]
         return [int(i) for i in ids]
 
-    def _batches(self, lengths: Sequence[int]) -> Iterator[list[int]]:
-        order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-        for start in range(0, len(order), self.batch_size):
-            yield order[start : start + self.batch_size]
-
     def score(self, items: Sequence[Item]) -> list[float]:
         """The reward of each response to its conversation (same order), in batches of similar length."""
         torch = self._torch
@@ -141,7 +138,7 @@ class RewardModel:
         rewards = [0.0] * len(items)
         pad = int(self.model.config.pad_token_id)
         with torch.inference_mode():
-            for batch in self._batches([len(i) for i in ids]):
+            for batch in length_batches([len(i) for i in ids], self.batch_size, max_tokens=sys.maxsize):
                 width = max(len(ids[i]) for i in batch)
                 tokens = torch.full((len(batch), width), pad, dtype=torch.long)
                 mask = torch.zeros((len(batch), width), dtype=torch.long)

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, model_validator
 
 from engine.backends.base import SamplingParams
 from engine.records.base import SCHEMA_VERSION, Record
+
+if TYPE_CHECKING:
+    from constitution import Constitution
 
 
 class ConstitutionRef(Record):
@@ -26,6 +29,11 @@ class ConstitutionRef(Record):
     id: str
     version: str
     hash: str = Field(description="sha256 content hash of the composed constitution.")
+
+    @classmethod
+    def of(cls, rules: Constitution) -> ConstitutionRef:
+        """The reference to ``rules`` (its content hash serialises the whole constitution: make it once per run)."""
+        return cls(id=rules.id, version=rules.version, hash=rules.content_hash)
 
 
 class Round(Record):

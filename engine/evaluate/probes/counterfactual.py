@@ -9,7 +9,6 @@ they are.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections import defaultdict
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from constitution.taxonomy import HARM_TAGS
-from engine.evaluate.probes.rows import read_rows
+from engine.evaluate.probes.rows import read_object, read_rows
 from engine.sources import KINDS, PromptItem
 
 __all__ = [
@@ -186,21 +185,11 @@ def load_counterfactual(path: str | Path | None = None) -> list[CounterfactualTe
 
 
 def _counterfactual_row(line: str, where: str) -> CounterfactualTemplate:
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{where}: not valid JSON ({exc.msg})") from exc
-    if not isinstance(row, dict):
-        raise ValueError(f"{where}: a row must be an object")
-    missing = [key for key in _FIELDS if key not in row]
-    if missing:
-        raise ValueError(f"{where}: missing {', '.join(missing)} (a row needs {', '.join(_FIELDS)})")
-    unknown = sorted(set(row) - set(_FIELDS))
-    if unknown:
-        raise ValueError(f"{where}: unknown field{'s' * (len(unknown) > 1)} {', '.join(unknown)}")
+    found = read_object(line, where, _FIELDS)
     for key in _FIELDS:
-        if not isinstance(row[key], str) or not row[key].strip():
+        if not isinstance(found[key], str) or not str(found[key]).strip():
             raise ValueError(f"{where}: {key} must be a non-empty string")
+    row = {key: str(found[key]) for key in _FIELDS}
     if row["attribute"] not in GROUPS:
         raise ValueError(f"{where}: unknown attribute {row['attribute']!r} (known: {', '.join(GROUPS)})")
     if row["category"] not in _CATEGORIES:
