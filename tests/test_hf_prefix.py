@@ -9,7 +9,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.backends.base import Chat, SamplingParams, ScoreRequest
-from engine.backends.prefix import NO_TOKENS, TokenMeter, common_prefix, count, length_batches, plan_batches
+from engine.backends.prefix import (
+    CACHE_FACTOR,
+    MIN_SHARED,
+    NO_TOKENS,
+    TokenMeter,
+    common_prefix,
+    count,
+    length_batches,
+    plan_batches,
+    shared_heads,
+    waves,
+)
 from engine.records import PromptTokenCount
 from tests.models import tiny_model_dir
 
@@ -45,47 +56,62 @@ def backends(tiny_dir: Path):  # type: ignore[no-untyped-def]
     prompts=st.lists(st.lists(st.integers(0, 3), min_size=1, max_size=12), max_size=30),
     batch_size=st.integers(1, 6),
     max_tokens=st.integers(1, 60),
-    keep=st.booleans(),
 )
 def test_plans_cover_every_prompt_once_within_the_limits(
-    prompts: list[list[int]], batch_size: int, max_tokens: int, keep: bool
+    prompts: list[list[int]], batch_size: int, max_tokens: int
 ) -> None:
+    lengths = [len(p) for p in prompts]
+    heads = [min(len(p) - 1, h) for p, h in zip(prompts, shared_heads([[9] * 8 + p for p in prompts]), strict=True)]
     seen: list[int] = []
-    plans = plan_batches(prompts, batch_size, max_tokens, keep_batches=keep)
-    if keep:  # the batches by length, as without reuse
-        plain = plan_batches(prompts, batch_size, max_tokens, reuse=False)
-        assert [sorted(p.rows) for p in plans] == [sorted(p.rows) for p in plain]
-    for plan in plans:
+    for plan in plan_batches(lengths, heads, batch_size, max_tokens):
         seen.extend(plan.rows)
         assert 1 <= len(plan.rows) <= batch_size
+        assert plan.heads == [heads[i] for i in plan.rows]
         if len(plan.rows) > 1:
-            assert len(plan.rows) * max(len(prompts[i]) for i in plan.rows) <= max_tokens
-        if plan.heads:
-            assert len(plan.group) == len(plan.rows) and set(plan.group) == set(range(len(plan.heads)))
-            for k, i in enumerate(plan.rows):
-                head = plan.head_of(k)
-                assert 1 <= head < len(prompts[i])  # every row keeps a token of its own
-                first = plan.rows[plan.group.index(plan.group[k])]
-                assert prompts[i][:head] == prompts[first][:head]  # the group's rows start with its head
+            assert len(plan.rows) * max(lengths[i] - heads[i] for i in plan.rows) <= max_tokens
+            assert len(plan.rows) * max(lengths[i] for i in plan.rows) <= CACHE_FACTOR * max_tokens
     assert sorted(seen) == list(range(len(prompts)))
-    assert [p.rows for p in plan_batches(prompts, batch_size, max_tokens, reuse=False)] == list(
-        length_batches([len(p) for p in prompts], batch_size, max_tokens)
+    assert [p.rows for p in plan_batches(lengths, [0] * len(prompts), batch_size, max_tokens)] == list(
+        length_batches(lengths, batch_size, max_tokens)
     )
 
 
-def test_groups_share_their_heads_and_a_batch_with_little_in_common_runs_by_length() -> None:
+@settings(max_examples=300, deadline=None)
+@given(prompts=st.lists(st.lists(st.integers(0, 2), min_size=1, max_size=14), max_size=20))
+def test_a_head_is_the_longest_prefix_shared_with_another_prompt(prompts: list[list[int]]) -> None:
+    for i, (prompt, head) in enumerate(zip(prompts, shared_heads(prompts), strict=True)):
+        others = [common_prefix(prompt, q) for j, q in enumerate(prompts) if j != i]
+        longest = min(max(others, default=0), len(prompt) - 1)
+        assert head == (longest if longest >= MIN_SHARED else 0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    prompts=st.lists(st.lists(st.integers(0, 2), min_size=1, max_size=14), max_size=20),
+    budget=st.integers(1, 40),
+)
+def test_waves_hold_every_prompt_once_and_their_heads_within_the_budget(prompts: list[list[int]], budget: int) -> None:
+    heads = shared_heads(prompts)
+    found = waves(prompts, heads, budget)
+    assert sorted(i for wave in found for i in wave) == list(range(len(prompts)))
+    for wave in found:
+        distinct = {tuple(prompts[i][: heads[i]]) for i in wave if heads[i]}
+        assert len(distinct) <= 1 or sum(map(len, distinct)) <= budget
+
+
+def test_nested_heads_and_what_a_batch_counts() -> None:
     system = list(range(200, 210))
     one, two = system + list(range(100, 160)), system + list(range(300, 350))
-    prompts = [[*one, 1, 2], [*two, 5], [*one, 3], [*two, 6, 7], [*one, 4]]
-    (plan,) = plan_batches(prompts, batch_size=8, max_tokens=4096)
-    assert plan.rows == [0, 2, 4, 1, 3]  # in token order
-    assert plan.heads == [len(one), len(two)] and plan.group == [0, 0, 0, 1, 1]
+    prompts = [[*one, 1, 2], [*two, 5], [*one, 3], [*two, 6, 7], [*one, 4], [*system, 8, 9]]
+    assert shared_heads(prompts) == [len(one), len(two), len(one), len(two), len(one), len(system)]
+    assert shared_heads([one, two]) == [len(system), len(system)]  # the heads' own head: the system prompt
+    (plan,) = plan_batches([len(p) for p in prompts], shared_heads(prompts), batch_size=8, max_tokens=4096)
+    assert plan.rows == [1, 2, 4, 0, 3, 5]  # by own length
     counted = count(plan, [len(prompts[i]) for i in plan.rows])
     assert counted.requested == sum(map(len, prompts))
-    assert counted.computed == len(one) + len(two) + (2 + 1 + 1) + (1 + 2)
-    # Nothing in common: by length, as without reuse.
-    loose = [[1] * 9, [2] * 3, [3] * 6]
-    assert [(p.rows, p.heads) for p in plan_batches(loose, 8, 4096)] == [([1, 2, 0], [])]
+    assert counted.computed == 1 + 1 + 1 + 2 + 2 + 2
+    # Nothing long in common: no heads.
+    assert shared_heads([[1] * 9, [1] * 3 + [2] * 6, [3] * 6]) == [0, 0, 0]
     assert common_prefix([1, 2, 3], [1, 2, 4, 5]) == 2
 
 
@@ -100,7 +126,7 @@ def test_scores_with_a_shared_prefix_equal_every_prompt_run_whole(backends) -> N
     for got, want in zip(shared, whole, strict=True):
         assert got == pytest.approx(want, abs=1e-4)
     assert on.prompt_tokens.requested == off.prompt_tokens.requested == off.prompt_tokens.computed
-    assert on.prompt_tokens.computed < 0.6 * on.prompt_tokens.requested  # the head ran once per batch of 4
+    assert on.prompt_tokens.computed < 0.5 * on.prompt_tokens.requested  # the head ran once for the call
     assert on.describe()["prefix_reuse"] is True and off.describe()["prefix_reuse"] is False
 
 
@@ -122,6 +148,23 @@ def test_greedy_generations_with_a_shared_prefix_equal_every_prompt_run_whole(ba
     on.prompt_tokens = NO_TOKENS
     assert on.generate(CHATS, params) == off.generate(CHATS, params)
     assert on.prompt_tokens.computed < on.prompt_tokens.requested
+
+
+def test_heads_held_a_few_at_a_time_give_the_same_outputs(backends, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    on, off = backends
+    chats = [
+        *CHATS,
+        *([{"role": "user", "content": f"Another principle {i % 2}, at length. " * 6 + str(i)}] for i in range(4)),
+    ]
+    params = SamplingParams(temperature=0, max_new_tokens=6)
+    requests = [ScoreRequest(chat, OPTIONS) for chat in chats]
+    want_text, want_scores = off.generate(chats, params), off.score(requests)
+    monkeypatch.setattr(on, "max_head_tokens", 1)  # every head in a wave of its own
+    on.prompt_tokens = NO_TOKENS
+    assert on.generate(chats, params) == want_text
+    for got, expected in zip(on.score(requests), want_scores, strict=True):
+        assert got == pytest.approx(expected, abs=1e-4)
+    assert on.prompt_tokens.computed < 0.8 * on.prompt_tokens.requested
 
 
 def test_sampled_generations_with_a_shared_prefix_are_reproducible(backends) -> None:  # type: ignore[no-untyped-def]

@@ -1,9 +1,10 @@
 """A transformers backend: any causal LM with a chat template, on CPU or CUDA.
 
 Batching
-    Requests are sorted by prompt length (in tokens) and cut into batches of
-    ``batch_size``, so a batch holds prompts of similar length and little
-    padding. Each batch is left-padded (the new tokens of every row start at
+    Requests are sorted by prompt length (in tokens; with shared prefixes, by
+    the length of each one's own part) and cut into batches of ``batch_size``
+    within ``max_batch_tokens``, so a batch holds prompts of similar length and
+    little padding. Each batch is left-padded (the new tokens of every row start at
     the same column) and position ids follow the attention mask, so a padded
     row sees exactly what it would see alone. Results come back in the order
     of the requests.
@@ -24,11 +25,15 @@ Scoring
     option tokens' log-probabilities; it never generates. Each prompt runs once
     (batched, left-padded) and all its options continue from the prompt's
     key/value cache in one more short pass, so judging between (A) and (B)
-    costs one prompt pass, not two. Prompts that share a token prefix (the
-    judge's instructions and principle, a trajectory's conversation) are
-    batched together and the prefix runs once per batch
-    (:mod:`engine.backends.prefix`); ``prompt_tokens`` counts what was asked
-    for and what was computed.
+    costs one prompt pass, not two.
+
+Shared prefixes
+    In ``generate`` and ``score`` alike, a token prefix that several prompts
+    of one call share (the judge's instructions and a trajectory's
+    conversation, the critic's principle and examples, the system prompt)
+    runs once for the whole call; each prompt continues from its keys and
+    values (:mod:`engine.backends.prefix`, :mod:`engine.backends.kv_cache`).
+    ``prompt_tokens`` counts what was asked for and what was computed.
 """
 
 from __future__ import annotations
@@ -60,9 +65,19 @@ from engine.backends.base import (
     first_line,
     locate_model,
 )
-from engine.backends.prefix import NO_TOKENS, Plan, count, length_batches, plan_batches
+from engine.backends.kv_cache import HeadKV, cache_of, left_padded, row_kv, stack_heads
+from engine.backends.prefix import (
+    MAX_DEPTH,
+    NO_TOKENS,
+    Plan,
+    count,
+    plan_batches,
+    shared_heads,
+    waves,
+)
 from engine.backends.tokens import continuation_ids, cut_at_stop, render_chat
 from engine.backends.torch_device import CPU_BATCH_TOKENS, kv_token_budget, resolve_device, resolve_dtype
+from engine.records.run import PromptTokenCount
 
 _LOGITS_BUDGET = 1 << 27
 """Most logits (elements) one scoring pass keeps: 512 MiB in fp32."""
@@ -106,7 +121,7 @@ class HFBackend(Backend):
         dtype: ``auto`` (bf16 where the hardware computes it natively, else
             fp32), ``bfloat16``, ``float16`` or ``float32``.
         device: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda``, ``cuda:N``.
-        prefix_reuse: Score prompts that share a token prefix with the prefix run once
+        prefix_reuse: Run a token prefix that prompts of one call share once
             (:mod:`engine.backends.prefix`); False runs every prompt whole.
 
     Raises:
@@ -136,14 +151,18 @@ class HFBackend(Backend):
         self.tokenizer = self._load_tokenizer(source)
         self.model = self._load_model(source)
         self.max_batch_tokens = max_batch_tokens or self._token_budget()
+        self.max_head_tokens = self._head_budget()
+        """Most tokens of shared heads whose keys and values one call holds at a time."""
         # A reply ends at its first end-of-text token, or where padding starts (finished rows are padded).
         self._ends = torch.tensor(sorted(self._eos_ids | {self._pad_id}))
         params = inspect.signature(self.model.forward).parameters
         self._takes_positions = "position_ids" in params
         self._takes_logits_to_keep = "logits_to_keep" in params
         self._cache_kwarg = "cache" if "cache" in params else "past_key_values"  # renamed in transformers 5
-        # Sharing a prefix puts padding between it and each row's own tokens: positions must be given.
-        self.prefix_reuse = prefix_reuse and self._takes_positions
+        # Sharing a prefix puts padding between it and each row's own tokens: positions must be given;
+        # heads are stacked into a plain cache, which a sliding-window layer would cut.
+        layer_types = getattr(self.model.config, "layer_types", None) or ["full_attention"]
+        self.prefix_reuse = prefix_reuse and self._takes_positions and set(layer_types) == {"full_attention"}
         self.prompt_tokens = NO_TOKENS
         """Prompt tokens requested and computed since loading (or since the caller reset it)."""
         self._stop_cache: dict[tuple[str, ...], StopStringCriteria] = {}
@@ -195,6 +214,11 @@ class HFBackend(Backend):
         free, _ = torch.cuda.mem_get_info(self.device)
         return kv_token_budget(self.model.config, self.dtype, free)
 
+    def _head_budget(self) -> int:
+        """Heads held at once: 2 GiB of keys and values on the CPU, a tenth of the free memory on a GPU."""
+        free = torch.cuda.mem_get_info(self.device)[0] if self.device.type == "cuda" else 2**31
+        return kv_token_budget(self.model.config, self.dtype, free, share=0.1 if self.device.type == "cuda" else 1.0)
+
     @property
     def _pad_id(self) -> int:
         return int(cast(int, self.tokenizer.pad_token_id))
@@ -209,6 +233,7 @@ class HFBackend(Backend):
             "batch_size": self.batch_size,
             "max_batch_tokens": self.max_batch_tokens,
             "prefix_reuse": self.prefix_reuse,
+            "max_head_tokens": self.max_head_tokens,
             "transformers": transformers.__version__,
             "torch": torch.__version__,
         }
@@ -226,15 +251,36 @@ class HFBackend(Backend):
         encoded = self.tokenizer(list(texts), add_special_tokens=False)
         return [list(ids) for ids in cast(list[list[int]], encoded["input_ids"])]
 
-    def _batches(self, lengths: Sequence[int]) -> Iterator[list[int]]:
-        """Indices by length in batches within ``batch_size`` and ``max_batch_tokens`` (:func:`length_batches`)."""
-        return length_batches(lengths, self.batch_size, self.max_batch_tokens)
+    def _plans(self, prompts: Sequence[Sequence[int]]) -> Iterator[tuple[Plan, dict[tuple[int, ...], HeadKV]]]:
+        """The batches to run ``prompts`` in, each with the keys and values of its rows' heads.
 
-    def _plans(self, prompts: Sequence[Sequence[int]], *, generating: bool = False) -> list[Plan]:
-        """The batches to run, and the heads each shares when prefix reuse is on (:func:`plan_batches`)."""
-        return plan_batches(
-            prompts, self.batch_size, self.max_batch_tokens, reuse=self.prefix_reuse, keep_batches=generating
-        )
+        With prefix reuse on, each prompt's head (:func:`shared_heads`) is run
+        once for the whole call (:meth:`_head_kv`), in waves that hold at most
+        ``max_head_tokens`` tokens of heads at a time; batches are cut by each
+        prompt's own length (:func:`plan_batches`). Off: batches by length, nothing shared.
+        """
+        heads = shared_heads(prompts) if self.prefix_reuse else [0] * len(prompts)
+        for wave in waves(prompts, heads, self.max_head_tokens):
+            store = self._head_kv(sorted({tuple(prompts[i][: heads[i]]) for i in wave if heads[i]}))
+            lengths = [len(prompts[i]) for i in wave]
+            for plan in plan_batches(lengths, [heads[i] for i in wave], self.batch_size, self.max_batch_tokens):
+                yield Plan([wave[r] for r in plan.rows], plan.heads), store
+
+    def _head_kv(self, heads: Sequence[tuple[int, ...]], depth: int = 1) -> dict[tuple[int, ...], HeadKV]:
+        """The keys and values of each head, each run once; heads they share run first (to :data:`MAX_DEPTH`)."""
+        if not heads:
+            return {}
+        inner = shared_heads(heads) if depth < MAX_DEPTH else [0] * len(heads)
+        inner_kv = self._head_kv(sorted({h[:n] for h, n in zip(heads, inner, strict=True) if n}), depth + 1)
+        store: dict[tuple[int, ...], HeadKV] = {}
+        for plan in plan_batches([len(h) for h in heads], inner, self.batch_size, self.max_batch_tokens):
+            rows = [list(heads[i]) for i in plan.rows]
+            self.prompt_tokens += PromptTokenCount(requested=0, computed=count(plan, [len(r) for r in rows]).computed)
+            ids, mask, cache, cached = self._with_heads(rows, plan, inner_kv)
+            cache = cache_of(self._forward(ids, mask, cache, cached))
+            for k, i in enumerate(plan.rows):
+                store[heads[i]] = row_kv(cache, mask, k)
+        return store
 
     def _left_pad(self, rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         width = max(len(r) for r in rows)
@@ -267,11 +313,11 @@ class HFBackend(Backend):
         results: list[Completion | None] = [None] * len(chats)
         with torch.inference_mode(), self._rng():
             torch.manual_seed(params.seed)
-            for plan in self._plans(prompts, generating=True):
+            for plan, store in self._plans(prompts):
                 rows = [prompts[i] for i in plan.rows]
                 self.prompt_tokens += count(plan, [len(r) for r in rows])
                 ids, mask = self._left_pad(rows)
-                extra = {self._cache_kwarg: self._prompt_cache(rows, plan)} if plan.heads else {}
+                extra = {self._cache_kwarg: self._prompt_cache(rows, plan, store)} if plan.shares else {}
                 out = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs, **extra)  # type: ignore[operator]
                 sequences = cast(torch.Tensor, out)
                 new = sequences[:, ids.shape[1] :].cpu()
@@ -313,12 +359,12 @@ class HFBackend(Backend):
         ]
         scores = [[0.0] * len(r.options) for r in requests]  # an empty option has probability 1
         with torch.inference_mode():
-            for plan in self._plans(prompt_ids):
-                parts = list(self._logit_parts(plan.rows, option_ids))
-                for part in [plan] if len(parts) == 1 else [Plan(part, [], []) for part in parts]:
+            for plan, store in self._plans(prompt_ids):
+                head_of = dict(zip(plan.rows, plan.heads, strict=True))
+                for part in [Plan(p, [head_of[i] for i in p]) for p in self._logit_parts(plan.rows, option_ids)]:
                     rows = [prompt_ids[i] for i in part.rows]
                     self.prompt_tokens += count(part, [len(r) for r in rows])
-                    values = self._score_batch(rows, [option_ids[i] for i in part.rows], part)
+                    values = self._score_batch(rows, [option_ids[i] for i in part.rows], part, store)
                     for i, row in zip(part.rows, values, strict=True):
                         scores[i] = row
         return scores
@@ -337,17 +383,16 @@ class HFBackend(Backend):
         if part:
             yield part
 
-    def _prefill(self, prompts: Sequence[list[int]], plan: Plan) -> tuple[torch.Tensor, Any, torch.Tensor]:
+    def _prefill(
+        self, prompts: Sequence[list[int]], plan: Plan, store: dict[tuple[int, ...], HeadKV]
+    ) -> tuple[torch.Tensor, Any, torch.Tensor]:
         """Run the prompts: the logits of each one's last token, the key/value cache and its attention mask.
 
-        With heads in ``plan``, each head runs once (:meth:`_with_heads`) and the rows continue from it.
+        Rows with a head in ``plan`` continue from its keys and values in ``store`` (:meth:`_with_heads`).
         """
-        if plan.heads:
-            ids, mask, cache, cached = self._with_heads(prompts, plan)
-        else:
-            (ids, mask), cache, cached = self._left_pad(prompts), None, 0
+        ids, mask, cache, cached = self._with_heads(prompts, plan, store)
         out = self._forward(ids, mask, cache, cached)
-        return out.logits[:, -1], _cache_of(out), mask
+        return out.logits[:, -1], cache_of(out), mask
 
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor, cache: Any, cached: int) -> Any:
         """One pass over ``ids[:, cached:]`` after ``cache`` (None: nothing before), positions following ``mask``
@@ -361,53 +406,44 @@ class HFBackend(Backend):
             inputs["logits_to_keep"] = 1
         return self.model(**inputs)
 
-    def _with_heads(self, prompts: Sequence[list[int]], plan: Plan) -> tuple[torch.Tensor, torch.Tensor, Any, int]:
-        """The rows' whole ids and mask, the cache of their heads, and how many columns that cache holds.
+    def _with_heads(
+        self, prompts: Sequence[list[int]], plan: Plan, store: dict[tuple[int, ...], HeadKV]
+    ) -> tuple[torch.Tensor, torch.Tensor, Any, int]:
+        """The rows' ids and mask, the cache of their heads (None: no row has one), and the columns it holds.
 
-        The heads run once, in one left-padded pass; the cache then holds each
-        row's head (rows of a group get copies). Each row's own tokens follow,
-        left-padded, so padding may sit between a head and the row's tokens;
-        positions follow the mask, so a row sees what it would see alone.
+        Each row's own tokens follow its head, left-padded, so padding may sit
+        between a head and the row's tokens; positions follow the mask, so a
+        row sees what it would see alone. The ids of the cached columns are padding.
         """
-        heads = [prompts[plan.group.index(g)][:length] for g, length in enumerate(plan.heads)]
-        head_ids, head_mask = self._left_pad(heads)
-        cache = _cache_of(self._forward(head_ids, head_mask, None, 0))  # reuse is off for models without positions
-        index = torch.tensor(plan.group, dtype=torch.long, device=head_ids.device)
-        cache.batch_select_indices(index)
-        own_ids, own = self._left_pad([p[plan.head_of(k) :] for k, p in enumerate(prompts)])
-        ids = torch.cat([head_ids[index], own_ids], dim=1)
-        mask = torch.cat([head_mask[index], own], dim=1)
-        return ids, mask, cache, head_ids.shape[1]
+        if not plan.shares:
+            ids, mask = self._left_pad(prompts)
+            return ids, mask, None, 0
+        heads = [store[tuple(p[:h])] if h else None for p, h in zip(prompts, plan.heads, strict=True)]
+        cache, head_mask = stack_heads(heads, self.model.config)
+        own_ids, own = self._left_pad([p[h:] for p, h in zip(prompts, plan.heads, strict=True)])
+        width = head_mask.shape[1]
+        ids = torch.cat([torch.full_like(head_mask, self._pad_id), own_ids], dim=1)
+        return ids, torch.cat([head_mask, own], dim=1), cache, width
 
-    def _prompt_cache(self, prompts: Sequence[list[int]], plan: Plan) -> Any:
-        """The cache of every prompt but its last token, heads run once, laid out as plain left padding would be.
+    def _prompt_cache(self, prompts: Sequence[list[int]], plan: Plan, store: dict[tuple[int, ...], HeadKV]) -> Any:
+        """The cache of every prompt but its last token, heads from ``store``, laid out as plain left padding.
 
         Generating from it, each row's last token and every new one see exactly
         the keys and values (and the cache has the width) they would without
-        reuse: the padding that :meth:`_with_heads` leaves between a head and a
-        row's own tokens is squeezed out, so decoding costs what it did.
+        reuse (:func:`left_padded`), so decoding costs what it did.
         """
         shorter = [p[:-1] for p in prompts]  # generate() runs the last token itself
-        ids, mask, cache, cached = self._with_heads(shorter, plan)
+        ids, mask, cache, cached = self._with_heads(shorter, plan, store)
         if ids.shape[1] > cached:  # some rows have own tokens before their last
-            cache = _cache_of(self._forward(ids, mask, cache, cached))
-        width = max(len(p) for p in shorter)
-        count = mask.sum(-1, keepdim=True)
-        column = torch.arange(width, device=mask.device)
-        keep = column >= width - count  # the left-padded layout: each row's tokens at the end
-        # Source column of each kept one: the row's (j - (width - count))-th unmasked column.
-        order = torch.argsort((1 - mask) * mask.shape[1] + torch.arange(mask.shape[1], device=mask.device), dim=-1)
-        source = order.gather(1, (column - (width - count)).clamp(min=0))
-        for layer in cache.layers:
-            for name in ("keys", "values"):
-                found = getattr(layer, name)
-                index = source[:, None, :, None].expand(found.shape[0], found.shape[1], width, found.shape[3])
-                moved = found.gather(2, index)
-                setattr(layer, name, torch.where(keep[:, None, :, None], moved, 0.0))
-        return cache
+            cache = cache_of(self._forward(ids, mask, cache, cached))
+        return left_padded(cache, mask)
 
     def _score_batch(
-        self, prompts: Sequence[list[int]], options: Sequence[Sequence[Sequence[int]]], plan: Plan
+        self,
+        prompts: Sequence[list[int]],
+        options: Sequence[Sequence[Sequence[int]]],
+        plan: Plan,
+        store: dict[tuple[int, ...], HeadKV],
     ) -> list[list[float]]:
         """Sum of each option's token log-probs: each prompt runs ONCE, every option continues from its cache.
 
@@ -415,9 +451,9 @@ class HFBackend(Backend):
         or more tokens then run as one batch of continuations over the prompts'
         cached keys and values (selected per option row), so a prompt with n
         options costs one prompt pass plus n short continuations, not n prompt passes.
-        ``plan``: the batch's heads, each run once (:meth:`_prefill`).
+        ``plan`` and ``store``: the rows' heads, run once for the call (:meth:`_prefill`).
         """
-        last, cache, mask = self._prefill(prompts, plan)
+        last, cache, mask = self._prefill(prompts, plan, store)
         device = mask.device
         first = torch.log_softmax(last.float(), dim=-1)
         scores = [[0.0] * len(opts) for opts in options]
@@ -458,12 +494,6 @@ class HFBackend(Backend):
         for r, (b, o) in enumerate(longer):
             scores[b][o] += float(sums[r])
         return scores
-
-
-def _cache_of(out: Any) -> Any:
-    """The key/value cache of a forward pass (``cache`` since transformers 5, ``past_key_values`` before)."""
-    found = getattr(out, "cache", None)
-    return found if found is not None else out.past_key_values
 
 
 __all__ = ["HFBackend"]

@@ -1,39 +1,33 @@
-"""Batches of prompts for the transformers backend, and which token prefixes of each batch run only once.
+"""Which token prefixes of one call's prompts run only once, and the batches the prompts run in.
 
 Why
     Most of a judge or critique prompt is the same for many requests: the
     chat template's system prompt, the template's instructions, the principle
     and its examples, and (for the judge) the whole conversation of one
-    trajectory. Run once, a shared prefix's keys and values serve every row
-    that starts with it; only each row's own rest is computed per row.
+    trajectory. Run once, a shared prefix's keys and values serve every prompt
+    that starts with it; only each prompt's own rest is computed per prompt.
 
-A batch's plan (:class:`Plan`)
-    The rows of a batch are split into *groups* of rows with a common prefix.
-    Each group's prefix (its *head*) runs once, all heads of the batch in one
-    left-padded pass; each row then continues from its group's cached head with
-    its own tokens, left-padded after the head, so padding may sit inside a row
-    (the attention mask and the positions skip it) and the last column is every
-    row's last token. A head always leaves its rows at least one token of their
-    own and holds at least one token.
+Heads (:func:`shared_heads`)
+    A prompt's *head* is the longest prefix it shares with another prompt of
+    the same call (at least :data:`MIN_SHARED` tokens, and always short of its
+    last token, whose logits are needed). Heads are found over the whole call,
+    not per batch: a principle's examples are computed once however many
+    batches its prompts land in. Heads nest (the system prompt is a prefix of
+    every principle's head), so the backend runs the heads the same way, with
+    their own shared heads, down to :data:`MAX_DEPTH` levels.
 
-Choosing batches and groups (:func:`plan_batches`)
-    Two ways of cutting the requests into batches are costed in prompt tokens
-    run, padding included: by length with no heads (the way without reuse:
-    little padding), and in token order (prompts with long common prefixes are
-    neighbours) with heads. Both make batches of up to ``batch_size`` rows
-    within ``max_tokens`` padded tokens (counted as if nothing were shared, so
-    memory stays bounded as before), so both make about as many forward passes
-    and decoding steps. In a token-ordered batch the grouping is the cheapest
-    of those that split the rows wherever neighbours share fewer than some
-    number of tokens. The cheaper way overall is taken. Generation keeps the
-    batches by length and shares heads only inside them (``keep_batches``):
-    every batch decodes token by token, so on a CPU the number of batches and
-    their width weigh more than the prompt tokens saved.
+Batches (:func:`plan_batches`)
+    Prompts are sorted by the length of their own part (after the head) and
+    cut into batches of at most ``batch_size`` rows and ``max_tokens`` padded
+    own tokens: the own tokens are what a batch computes, so that is what the
+    budget bounds. The key/value cache a batch holds (heads included) stays
+    within :data:`CACHE_FACTOR` times the budget. With no heads this is the
+    plain cut by length (:func:`length_batches`).
 
 Counting
     :func:`count` gives a batch's prompt tokens requested (each row's whole
-    length) and computed (each head once, plus each row's own tokens; padding
-    not counted), as a :class:`~engine.records.run.PromptTokenCount`.
+    length) and computed (each row's own tokens; heads are counted where they
+    run), as a :class:`~engine.records.run.PromptTokenCount`.
 """
 
 from __future__ import annotations
@@ -45,37 +39,50 @@ from typing import Any, TypeVar
 
 from engine.records.run import PromptTokenCount
 
-__all__ = ["NO_TOKENS", "Plan", "TokenMeter", "common_prefix", "count", "length_batches", "plan_batches"]
+__all__ = [
+    "CACHE_FACTOR",
+    "MAX_DEPTH",
+    "MIN_SHARED",
+    "NO_TOKENS",
+    "Plan",
+    "TokenMeter",
+    "common_prefix",
+    "count",
+    "length_batches",
+    "plan_batches",
+    "shared_heads",
+    "waves",
+]
 
 NO_TOKENS = PromptTokenCount(requested=0, computed=0)
 B = TypeVar("B")
 
-PASS_COST = 32
-"""Tokens a forward pass is worth on top of its tokens, in the costing: a plan with heads makes one pass more."""
+MIN_SHARED = 8
+"""Fewest tokens worth sharing: a shorter common prefix is computed with each prompt."""
+
+MAX_DEPTH = 3
+"""Levels of heads within heads; deeper ones run whole."""
+
+CACHE_FACTOR = 4
+"""A batch's key/value cache, heads included, holds at most this many times the token budget."""
 
 
 @dataclass(frozen=True)
 class Plan:
-    """One batch: its rows (indices into the requests) and, per row, the length of the head it continues from.
-
-    ``heads`` is empty when nothing is shared: the batch runs as one left-padded pass.
-    """
+    """One batch: its rows (indices into the requests) and, per row, the length of its head (0: none)."""
 
     rows: list[int]
     heads: list[int]
-    """Per head: its length in tokens; rows of one group share the first ``heads[g]`` tokens."""
-    group: list[int]
-    """Per row (same order as ``rows``): the index of its head in ``heads``."""
 
-    def head_of(self, position: int) -> int:
-        """Tokens the row at ``position`` of ``rows`` takes from its head (0 without heads)."""
-        return self.heads[self.group[position]] if self.heads else 0
+    @property
+    def shares(self) -> bool:
+        """Whether any row of the batch continues from a head."""
+        return any(self.heads)
 
 
 def count(plan: Plan, lengths: Sequence[int]) -> PromptTokenCount:
     """Prompt tokens of one batch whose rows have ``lengths`` (in ``plan.rows`` order): requested and computed."""
-    own = sum(lengths) - sum(plan.head_of(k) for k in range(len(lengths)))
-    return PromptTokenCount(requested=sum(lengths), computed=own + sum(plan.heads))
+    return PromptTokenCount(requested=sum(lengths), computed=sum(lengths) - sum(plan.heads))
 
 
 class TokenMeter:
@@ -108,6 +115,45 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
+def shared_heads(prompts: Sequence[Sequence[int]]) -> list[int]:
+    """Per prompt: the length of the longest prefix it shares with another prompt (0 under :data:`MIN_SHARED`).
+
+    Always short of the prompt's last token. In token order, a prompt's longest
+    common prefix with any other is the one with a neighbour.
+    """
+    order = sorted(range(len(prompts)), key=lambda i: list(prompts[i]))
+    links = [common_prefix(prompts[a], prompts[b]) for a, b in itertools.pairwise(order)]
+    heads = [0] * len(prompts)
+    for k, i in enumerate(order):
+        shared = max((links[j] for j in (k - 1, k) if 0 <= j < len(links)), default=0)
+        shared = min(shared, len(prompts[i]) - 1)
+        heads[i] = shared if shared >= MIN_SHARED else 0
+    return heads
+
+
+def waves(prompts: Sequence[Sequence[int]], heads: Sequence[int], max_head_tokens: int) -> list[list[int]]:
+    """The prompts in groups whose distinct heads hold at most ``max_head_tokens`` tokens together.
+
+    The heads of one group are kept in memory while its prompts run; a head
+    larger than the limit still gets a group of its own. One group when all fit.
+    """
+    distinct = {tuple(p[:h]) for p, h in zip(prompts, heads, strict=True) if h}
+    if sum(map(len, distinct)) <= max_head_tokens:
+        return [list(range(len(prompts)))]
+    order = sorted(range(len(prompts)), key=lambda i: list(prompts[i][: heads[i]]))
+    groups: list[list[int]] = [[]]
+    held: set[tuple[int, ...]] = set()
+    for i in order:
+        head = tuple(prompts[i][: heads[i]])
+        if head and head not in held:
+            if held and sum(map(len, held)) + len(head) > max_head_tokens:
+                groups.append([])
+                held = set()
+            held.add(head)
+        groups[-1].append(i)
+    return groups
+
+
 def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int) -> Iterator[list[int]]:
     """Indices sorted by length, cut into batches of at most ``batch_size`` rows and ``max_tokens`` padded tokens.
 
@@ -117,88 +163,32 @@ def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int) -> 
     large attention matrices slow down, while short prompts still batch wide.
     A prompt longer than the budget goes alone.
     """
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    yield from _cut(order, lengths, batch_size, max_tokens)
+    return _cut(lengths, lengths, batch_size, max_tokens)
 
 
-def _cut(order: Sequence[int], lengths: Sequence[int], batch_size: int, max_tokens: int) -> Iterator[list[int]]:
+def plan_batches(lengths: Sequence[int], heads: Sequence[int], batch_size: int, max_tokens: int) -> Iterator[Plan]:
+    """Batches by own length (``lengths`` less ``heads``) within the limits (module docstring), with their heads."""
+    own = [n - h for n, h in zip(lengths, heads, strict=True)]
+    cache_limit = max_tokens * (CACHE_FACTOR if any(heads) else 1)
+    for rows in _cut(own, lengths, batch_size, max_tokens, cache_limit):
+        yield Plan(rows, [heads[i] for i in rows])
+
+
+def _cut(
+    own: Sequence[int], lengths: Sequence[int], batch_size: int, max_tokens: int, cache_limit: int | None = None
+) -> Iterator[list[int]]:
+    """Indices by ``own`` length in batches: rows, padded own tokens and padded whole ``lengths`` within limits."""
+    limit = max_tokens if cache_limit is None else cache_limit
     batch: list[int] = []
-    widest = 0
-    for i in order:
-        wide = max(widest, lengths[i])
-        if batch and (len(batch) >= batch_size or (len(batch) + 1) * wide > max_tokens):
+    widest = longest = 0
+    for i in sorted(range(len(own)), key=lambda i: own[i]):
+        wide, long = max(widest, own[i]), max(longest, lengths[i])
+        if batch and (
+            len(batch) >= batch_size or (len(batch) + 1) * wide > max_tokens or (len(batch) + 1) * long > limit
+        ):
             yield batch
-            batch, wide = [], lengths[i]
+            batch, wide, long = [], own[i], lengths[i]
         batch.append(i)
-        widest = wide
+        widest, longest = wide, long
     if batch:
         yield batch
-
-
-def plan_batches(
-    prompts: Sequence[Sequence[int]],
-    batch_size: int,
-    max_tokens: int,
-    reuse: bool = True,
-    *,
-    keep_batches: bool = False,
-) -> list[Plan]:
-    """The batches to run ``prompts`` in, each with its heads (module docstring); ``reuse=False``: none shared.
-
-    ``keep_batches``: the batches by length, as without reuse, with heads only inside them (for generating:
-    each batch decodes step by step, so fewer, narrower batches matter more than more sharing).
-    """
-    lengths = [len(p) for p in prompts]
-    plain = [Plan(batch, [], []) for batch in length_batches(lengths, batch_size, max_tokens)]
-    if not reuse or len(prompts) < 2:
-        return plain
-    if keep_batches:
-        return [_grouped(prompts, sorted(p.rows, key=lambda i: list(prompts[i]))) for p in plain]
-    order = sorted(range(len(prompts)), key=lambda i: list(prompts[i]))
-    shared = [_grouped(prompts, batch) for batch in _cut(order, lengths, batch_size, max_tokens)]
-    if sum(_cost(p, prompts) for p in shared) < sum(_cost(p, prompts) for p in plain):
-        return shared
-    return plain
-
-
-def _cost(plan: Plan, prompts: Sequence[Sequence[int]]) -> int:
-    """Prompt tokens the plan runs, padding included, plus :data:`PASS_COST` per forward pass."""
-    own = max(len(prompts[i]) - plan.head_of(k) for k, i in enumerate(plan.rows))
-    if not plan.heads:
-        return len(plan.rows) * own + PASS_COST
-    return len(plan.heads) * max(plan.heads) + len(plan.rows) * own + 2 * PASS_COST
-
-
-def _grouped(prompts: Sequence[Sequence[int]], rows: list[int]) -> Plan:
-    """The cheapest grouping of token-ordered ``rows``: split where neighbours share fewer than ``t`` tokens."""
-    if len(rows) < 2 or min(len(prompts[i]) for i in rows) < 2:
-        return Plan(rows, [], [])
-    links = [common_prefix(prompts[a], prompts[b]) for a, b in itertools.pairwise(rows)]
-    best = Plan(rows, [], [])
-    for threshold in sorted(set(links)):
-        if threshold < 1:
-            continue
-        candidate = _split(prompts, rows, links, threshold)
-        if _cost(candidate, prompts) < _cost(best, prompts):
-            best = candidate
-    return best
-
-
-def _split(prompts: Sequence[Sequence[int]], rows: list[int], links: list[int], threshold: int) -> Plan:
-    """Groups of neighbours linked by at least ``threshold`` shared tokens; each group's head is what all its rows
-    share (a lone row: what it shares with its closer neighbour), at least 1 token and short of every row's end."""
-    starts = [0] + [k + 1 for k, link in enumerate(links) if link < threshold]
-    ends = [*starts[1:], len(rows)]
-    heads: list[int] = []
-    group: list[int] = []
-    for g, (start, end) in enumerate(zip(starts, ends, strict=True)):
-        inner = links[start : end - 1]
-        if inner:
-            head = min(inner)
-        else:  # a lone row
-            around = [links[k] for k in (start - 1, start) if 0 <= k < len(links)]
-            head = max(around, default=0)
-        head = min(head, *(len(prompts[rows[k]]) - 1 for k in range(start, end)))
-        heads.append(max(head, 1))
-        group.extend([g] * (end - start))
-    return Plan(rows, heads, group)

@@ -1,0 +1,84 @@
+"""Key/value caches for shared prefixes: one row's keys and values cut out of a batch, heads stacked into a batch.
+
+A head's keys and values (:data:`HeadKV`) are kept without padding, one pair
+of tensors per layer, shaped ``[kv_heads, length, head_dim]``. A batch's cache
+is transformers' ``DynamicCache``, shaped ``[rows, kv_heads, columns, head_dim]``
+per layer, whose attention mask says which columns hold a token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from transformers import DynamicCache
+
+__all__ = ["HeadKV", "cache_of", "left_padded", "row_kv", "stack_heads"]
+
+HeadKV = list[tuple[torch.Tensor, torch.Tensor]]
+"""One prompt's keys and values, per layer, without padding."""
+
+
+def cache_of(out: Any) -> Any:
+    """The key/value cache of a forward pass (``cache`` since transformers 5, ``past_key_values`` before)."""
+    found = getattr(out, "cache", None)
+    return found if found is not None else out.past_key_values
+
+
+def row_kv(cache: Any, mask: torch.Tensor, row: int) -> HeadKV:
+    """Row ``row``'s keys and values: the columns its ``mask`` row marks, copied out of the batch."""
+    keep = mask[row].bool()
+    return [(layer.keys[row][:, keep].clone(), layer.values[row][:, keep].clone()) for layer in cache.layers]
+
+
+def stack_heads(heads: Sequence[HeadKV | None], config: Any) -> tuple[Any, torch.Tensor]:
+    """A batch's cache holding each row's head left-padded (None: the row has none), and its attention mask."""
+    found = [h for h in heads if h is not None]
+    if not found:
+        raise ValueError("stack_heads needs at least one head")
+    width = max(h[0][0].shape[1] for h in found)
+    some = found[0][0][0]
+    mask = torch.zeros((len(heads), width), dtype=torch.long, device=some.device)
+    for b, head in enumerate(heads):
+        if head is not None:
+            mask[b, width - head[0][0].shape[1] :] = 1
+    try:
+        cache = DynamicCache(config=config)
+    except TypeError:  # transformers before the cache took its config
+        cache = DynamicCache()
+    for layer in range(len(found[0])):
+        keys_shape = (len(heads), some.shape[0], width, found[0][layer][0].shape[-1])
+        values_shape = (len(heads), some.shape[0], width, found[0][layer][1].shape[-1])
+        keys, values = some.new_zeros(keys_shape), some.new_zeros(values_shape)
+        for b, head in enumerate(heads):
+            if head is not None:
+                k, v = head[layer]
+                keys[b, :, width - k.shape[1] :] = k
+                values[b, :, width - v.shape[1] :] = v
+        cache.update(keys, values, layer)
+    return cache, mask
+
+
+def left_padded(cache: Any, mask: torch.Tensor) -> Any:
+    """``cache`` re-laid so that each row's tokens (the columns ``mask`` marks) end at the last column.
+
+    Padding inside a row (between a head and the row's own tokens) is squeezed
+    out; the cache then has the layout and width plain left padding gives, so
+    decoding from it costs what it would without shared heads. Dropped columns
+    are zeroed.
+    """
+    width = int(mask.sum(-1).max())
+    counts = mask.sum(-1, keepdim=True)
+    column = torch.arange(width, device=mask.device)
+    keep = column >= width - counts
+    # Source column of each kept one: the row's (j - (width - count))-th unmasked column.
+    order = torch.argsort((1 - mask) * mask.shape[1] + torch.arange(mask.shape[1], device=mask.device), dim=-1)
+    source = order.gather(1, (column - (width - counts)).clamp(min=0))
+    for layer in cache.layers:
+        for name in ("keys", "values"):
+            found = getattr(layer, name)
+            index = source[:, None, :, None].expand(found.shape[0], found.shape[1], width, found.shape[3])
+            moved = found.gather(2, index)
+            setattr(layer, name, torch.where(keep[:, None, :, None], moved, 0.0))
+    return cache
