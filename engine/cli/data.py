@@ -146,7 +146,7 @@ def generate(ctx: click.Context, /, config_file: Path | None, **_: object) -> No
         f"{summary.revised} answers changed by revision, {summary.pairs} preference pairs, {summary.seconds:.0f} s"
     )
     if summary.prompt_tokens is not None:
-        click.echo(summary.prompt_tokens.render() + "; a prefix shared by a batch's prompts runs once")
+        click.echo(summary.prompt_tokens.render() + "; a prefix that prompts of one model call share runs once")
     if summary.labels is not None:
         click.echo(summary.labels.render())
     echo_check(summary.check)

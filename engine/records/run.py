@@ -96,7 +96,7 @@ def missing_shards(runs: Iterable[MergedRun]) -> list[str]:
 
 
 class PromptTokenCount(Record):
-    """Prompt tokens requested and computed: a prefix shared by a batch's prompts is computed once."""
+    """Prompt tokens requested and computed: a prefix that prompts of one model call share is computed once."""
 
     requested: int = Field(ge=0)
     computed: int = Field(ge=0)
