@@ -65,7 +65,7 @@ from engine.backends.base import (
     first_line,
     locate_model,
 )
-from engine.backends.kv_cache import HeadKV, cache_of, left_padded, row_kv, stack_heads
+from engine.backends.kv_cache import HeadStore, cache_of, left_padded, row_kv, stack_heads
 from engine.backends.prefix import (
     MAX_DEPTH,
     NO_TOKENS,
@@ -251,7 +251,7 @@ class HFBackend(Backend):
         encoded = self.tokenizer(list(texts), add_special_tokens=False)
         return [list(ids) for ids in cast(list[list[int]], encoded["input_ids"])]
 
-    def _plans(self, prompts: Sequence[Sequence[int]]) -> Iterator[tuple[Plan, dict[tuple[int, ...], HeadKV]]]:
+    def _plans(self, prompts: Sequence[Sequence[int]]) -> Iterator[tuple[Plan, HeadStore]]:
         """The batches to run ``prompts`` in, each with the keys and values of its rows' heads.
 
         With prefix reuse on, each prompt's head (:func:`shared_heads`) is run
@@ -266,13 +266,13 @@ class HFBackend(Backend):
             for plan in plan_batches(lengths, [heads[i] for i in wave], self.batch_size, self.max_batch_tokens):
                 yield Plan([wave[r] for r in plan.rows], plan.heads), store
 
-    def _head_kv(self, heads: Sequence[tuple[int, ...]], depth: int = 1) -> dict[tuple[int, ...], HeadKV]:
+    def _head_kv(self, heads: Sequence[tuple[int, ...]], depth: int = 1) -> HeadStore:
         """The keys and values of each head, each run once; heads they share run first (to :data:`MAX_DEPTH`)."""
         if not heads:
             return {}
         inner = shared_heads(heads) if depth < MAX_DEPTH else [0] * len(heads)
         inner_kv = self._head_kv(sorted({h[:n] for h, n in zip(heads, inner, strict=True) if n}), depth + 1)
-        store: dict[tuple[int, ...], HeadKV] = {}
+        store: HeadStore = {}
         for plan in plan_batches([len(h) for h in heads], inner, self.batch_size, self.max_batch_tokens):
             rows = [list(heads[i]) for i in plan.rows]
             self.prompt_tokens += PromptTokenCount(requested=0, computed=count(plan, [len(r) for r in rows]).computed)
@@ -384,7 +384,7 @@ class HFBackend(Backend):
             yield part
 
     def _prefill(
-        self, prompts: Sequence[list[int]], plan: Plan, store: dict[tuple[int, ...], HeadKV]
+        self, prompts: Sequence[list[int]], plan: Plan, store: HeadStore
     ) -> tuple[torch.Tensor, Any, torch.Tensor]:
         """Run the prompts: the logits of each one's last token, the key/value cache and its attention mask.
 
@@ -407,7 +407,7 @@ class HFBackend(Backend):
         return self.model(**inputs)
 
     def _with_heads(
-        self, prompts: Sequence[list[int]], plan: Plan, store: dict[tuple[int, ...], HeadKV]
+        self, prompts: Sequence[list[int]], plan: Plan, store: HeadStore
     ) -> tuple[torch.Tensor, torch.Tensor, Any, int]:
         """The rows' ids and mask, the cache of their heads (None: no row has one), and the columns it holds.
 
@@ -425,7 +425,7 @@ class HFBackend(Backend):
         ids = torch.cat([torch.full_like(head_mask, self._pad_id), own_ids], dim=1)
         return ids, torch.cat([head_mask, own], dim=1), cache, width
 
-    def _prompt_cache(self, prompts: Sequence[list[int]], plan: Plan, store: dict[tuple[int, ...], HeadKV]) -> Any:
+    def _prompt_cache(self, prompts: Sequence[list[int]], plan: Plan, store: HeadStore) -> Any:
         """The cache of every prompt but its last token, heads from ``store``, laid out as plain left padding.
 
         Generating from it, each row's last token and every new one see exactly
@@ -443,7 +443,7 @@ class HFBackend(Backend):
         prompts: Sequence[list[int]],
         options: Sequence[Sequence[Sequence[int]]],
         plan: Plan,
-        store: dict[tuple[int, ...], HeadKV],
+        store: HeadStore,
     ) -> list[list[float]]:
         """Sum of each option's token log-probs: each prompt runs ONCE, every option continues from its cache.
 

@@ -14,10 +14,13 @@ from typing import Any
 import torch
 from transformers import DynamicCache
 
-__all__ = ["HeadKV", "cache_of", "left_padded", "row_kv", "stack_heads"]
+__all__ = ["HeadKV", "HeadStore", "cache_of", "left_padded", "row_kv", "stack_heads"]
 
 HeadKV = list[tuple[torch.Tensor, torch.Tensor]]
 """One prompt's keys and values, per layer, without padding."""
+
+HeadStore = dict[tuple[int, ...], HeadKV]
+"""The keys and values of the heads one call holds, by their token ids."""
 
 
 def cache_of(out: Any) -> Any:

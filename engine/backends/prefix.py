@@ -143,13 +143,15 @@ def waves(prompts: Sequence[Sequence[int]], heads: Sequence[int], max_head_token
     order = sorted(range(len(prompts)), key=lambda i: list(prompts[i][: heads[i]]))
     groups: list[list[int]] = [[]]
     held: set[tuple[int, ...]] = set()
+    held_tokens = 0
     for i in order:
         head = tuple(prompts[i][: heads[i]])
         if head and head not in held:
-            if held and sum(map(len, held)) + len(head) > max_head_tokens:
+            if held and held_tokens + len(head) > max_head_tokens:
                 groups.append([])
-                held = set()
+                held, held_tokens = set(), 0
             held.add(head)
+            held_tokens += len(head)
         groups[-1].append(i)
     return groups
 
@@ -163,7 +165,7 @@ def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int) -> 
     large attention matrices slow down, while short prompts still batch wide.
     A prompt longer than the budget goes alone.
     """
-    return _cut(lengths, lengths, batch_size, max_tokens)
+    return _cut(lengths, lengths, batch_size, max_tokens, max_tokens)
 
 
 def plan_batches(lengths: Sequence[int], heads: Sequence[int], batch_size: int, max_tokens: int) -> Iterator[Plan]:
@@ -175,16 +177,15 @@ def plan_batches(lengths: Sequence[int], heads: Sequence[int], batch_size: int, 
 
 
 def _cut(
-    own: Sequence[int], lengths: Sequence[int], batch_size: int, max_tokens: int, cache_limit: int | None = None
+    own: Sequence[int], lengths: Sequence[int], batch_size: int, max_tokens: int, cache_limit: int
 ) -> Iterator[list[int]]:
     """Indices by ``own`` length in batches: rows, padded own tokens and padded whole ``lengths`` within limits."""
-    limit = max_tokens if cache_limit is None else cache_limit
     batch: list[int] = []
     widest = longest = 0
     for i in sorted(range(len(own)), key=lambda i: own[i]):
         wide, long = max(widest, own[i]), max(longest, lengths[i])
         if batch and (
-            len(batch) >= batch_size or (len(batch) + 1) * wide > max_tokens or (len(batch) + 1) * long > limit
+            len(batch) >= batch_size or (len(batch) + 1) * wide > max_tokens or (len(batch) + 1) * long > cache_limit
         ):
             yield batch
             batch, wide, long = [], own[i], lengths[i]
