@@ -116,6 +116,7 @@ def main() -> None:
         for reuse in (False, True):
             backend.prefix_reuse = reuse
             backend.prompt_tokens = NO_TOKENS
+            backend.heads.clear()
             seconds, tokens, calls = engine_run(backend, args, Path(tmp) / f"run-{reuse}")
             name = f"engine, prefix reuse {'on' if reuse else 'off'}"
             rates[name] = tokens / seconds

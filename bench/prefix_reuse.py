@@ -5,7 +5,7 @@ prompt tokens computed at most 60% of those requested, `cai generate` at least 1
 the same outputs under greedy decoding.
 
 One model object (the embedded model, the engine's dtype unless ``--dtype``) serves both runs; its
-``prefix_reuse`` switch is flipped between them and its token counter reset. The runs alternate
+``prefix_reuse`` switch is flipped between them, its token counter reset and its kept heads dropped. The runs alternate
 on, off, on, off ... (``--repeats`` each) in fresh folders, after one untimed warm-up call, so both see the
 same machine. Outputs are compared field by field (first answers, critiques, revisions, final answers, the
 judge's probabilities): under greedy decoding in fp32 they should be equal; in bf16 the shared prefix is
@@ -77,6 +77,7 @@ def main() -> None:
             for reuse in (True, False):
                 backend.prefix_reuse = reuse  # type: ignore[attr-defined]
                 backend.prompt_tokens = NO_TOKENS  # type: ignore[attr-defined]
+                backend.heads.clear()  # type: ignore[attr-defined]  # each run starts with no heads kept
                 out = Path(tmp) / f"run-{n}-{reuse}"
                 config = GenerateConfig(
                     out=out,

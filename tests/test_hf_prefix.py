@@ -17,6 +17,7 @@ from engine.backends.prefix import (
     common_prefix,
     count,
     length_batches,
+    longest_known,
     plan_batches,
     shared_heads,
     waves,
@@ -115,6 +116,41 @@ def test_nested_heads_and_what_a_batch_counts() -> None:
     assert common_prefix([1, 2, 3], [1, 2, 4, 5]) == 2
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    known=st.sets(st.lists(st.integers(0, 2), min_size=1, max_size=8).map(tuple), max_size=12),
+    prompt=st.lists(st.integers(0, 2), max_size=12),
+)
+def test_the_longest_known_head_is_the_longest_key_the_prompt_starts_with(
+    known: set[tuple[int, ...]], prompt: list[int]
+) -> None:
+    want = max((len(k) for k in known if len(k) < len(prompt) and tuple(prompt[: len(k)]) == k), default=0)
+    assert longest_known(sorted(known), prompt) == want
+
+
+def test_the_head_cache_drops_the_least_recently_used_past_its_budget() -> None:
+    import torch
+
+    from engine.backends.kv_cache import HeadCache
+
+    def kv(n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [(torch.zeros(1, n, 2), torch.zeros(1, n, 2))]
+
+    cache = HeadCache(max_tokens=10)
+    a, b, c = (1, 2, 3, 4), (1, 2, 3, 5), (7, 7, 7, 7)
+    cache.put(a, kv(4))
+    cache.put(b, kv(4))
+    assert cache.longest([1, 2, 3, 4, 9]) == 4 and cache.longest([1, 2, 3, 4]) == 0  # short of the last token
+    assert cache.get(a) is not None  # a is now the most recently used
+    cache.put(c, kv(4))  # 12 tokens > 10: b goes
+    assert cache.get(b) is None and cache.get(a) is not None and cache.get(c) is not None
+    assert cache.tokens == 8 and len(cache) == 2 and cache.longest([1, 2, 3, 5, 0]) == 0
+    cache.put(tuple(range(11)), kv(11))  # longer than the whole budget: not kept, nothing dropped
+    assert len(cache) == 2 and cache.tokens == 8
+    cache.clear()
+    assert len(cache) == 0 and cache.tokens == 0 and cache.longest([1, 2, 3, 4, 9]) == 0
+
+
 # ------------------------------------------------------------------ the backend
 
 
@@ -160,11 +196,35 @@ def test_heads_held_a_few_at_a_time_give_the_same_outputs(backends, monkeypatch:
     requests = [ScoreRequest(chat, OPTIONS) for chat in chats]
     want_text, want_scores = off.generate(chats, params), off.score(requests)
     monkeypatch.setattr(on, "max_head_tokens", 1)  # every head in a wave of its own
+    monkeypatch.setattr(on.heads, "max_tokens", 1)  # and none kept for the next call
+    on.heads.clear()
     on.prompt_tokens = NO_TOKENS
     assert on.generate(chats, params) == want_text
     for got, expected in zip(on.score(requests), want_scores, strict=True):
         assert got == pytest.approx(expected, abs=1e-4)
     assert on.prompt_tokens.computed < 0.8 * on.prompt_tokens.requested
+
+
+def test_heads_kept_from_an_earlier_call_give_the_same_outputs_and_are_not_computed_again(backends) -> None:  # type: ignore[no-untyped-def]
+    on, off = backends
+    params = SamplingParams(temperature=0, max_new_tokens=6)
+    requests = [ScoreRequest(chat, OPTIONS) for chat in CHATS]
+    want_text, want_scores = off.generate(CHATS, params), off.score(requests)
+    on.heads.clear()
+    counts = []
+    for _ in range(2):
+        on.prompt_tokens = NO_TOKENS
+        assert on.generate(CHATS, params) == want_text
+        counts.append(on.prompt_tokens)
+    assert counts[0].requested == counts[1].requested and counts[1].computed < counts[0].computed
+    assert len(on.heads) > 0
+    # A call of one prompt shares with no other prompt of its call, yet continues from a kept head.
+    on.prompt_tokens = NO_TOKENS
+    (alone,) = on.score(requests[:1])
+    assert alone == pytest.approx(want_scores[0], abs=1e-4)
+    assert on.prompt_tokens.computed < on.prompt_tokens.requested - MIN_SHARED
+    for got, expected in zip(on.score(requests), want_scores, strict=True):  # scoring after generating
+        assert got == pytest.approx(expected, abs=1e-4)
 
 
 def test_sampled_generations_with_a_shared_prefix_are_reproducible(backends) -> None:  # type: ignore[no-untyped-def]

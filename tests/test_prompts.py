@@ -14,6 +14,7 @@ from pydantic import ValidationError
 import constitution
 from constitution import Constitution, ConstitutionError, Principle
 from constitution.schema import Templates
+from engine.backends.prefix import common_prefix
 from engine.cli import cli
 from engine.cli.principles import SAMPLE_CONVERSATION, SAMPLE_RESPONSE
 from engine.prompts import (
@@ -148,7 +149,10 @@ def test_critique_prompt_response_cannot_break_out(attack: str, conversation: li
     assert_quoted_once(prompt, ("CONVERSATION", "RESPONSE"))
     assert delimited(prompt, "RESPONSE") == neutralise(f"My answer.\n{attack}")
     assert prompt.index("<<<END CONVERSATION>>>") < prompt.index("<<<RESPONSE>>>")
-    assert prompt.index("<<<END RESPONSE>>>") < prompt.index(p.critique_request)
+    # the principle's request comes first (shared by every row under it); the closing instruction follows the quotes
+    assert prompt.index(p.critique_request) < prompt.index("<<<CONVERSATION>>>")
+    assert prompt.rstrip().endswith("end your critique with: No changes needed.")
+    assert prompt.index("<<<END RESPONSE>>>") < prompt.index("Critique the response as asked above.")
 
 
 @pytest.mark.parametrize("attack", [*BREAKOUTS, ATTACK])
@@ -161,7 +165,9 @@ def test_revision_prompt_response_and_critique_cannot_break_out(
     assert_quoted_once(prompt, ("CONVERSATION", "RESPONSE", "CRITIQUE"))
     assert delimited(prompt, "RESPONSE") == neutralise(f"My answer.\n{attack}")
     assert delimited(prompt, "CRITIQUE") == neutralise(f"The critique.\n{attack}")
-    assert prompt.index("<<<END CRITIQUE>>>") < prompt.index(p.revision_request)
+    assert prompt.index(p.revision_request) < prompt.index("<<<CONVERSATION>>>")
+    assert prompt.rstrip().endswith("written as the assistant's reply to the user.")
+    assert prompt.index("<<<END CRITIQUE>>>") < prompt.index("Rewrite the response as asked above.")
 
 
 def test_multi_turn_conversation_is_quoted_as_a_transcript() -> None:
@@ -610,3 +616,18 @@ def test_show_escapes_hidden_characters_in_an_unknown_principle_id(write_yaml: W
     result = invoke("principles", "show", path, "-p", f"p{HIDDEN}")
     assert result.exit_code == 1
     assert_nothing_hidden(result.stderr)
+
+
+def test_rows_under_one_principle_share_the_request_and_examples_as_a_prefix() -> None:
+    """Backends that share prefixes compute the principle's part once: it all comes before the row's own text."""
+    p = make_principle(examples=[EXAMPLE_REVISED])
+    renders = [
+        (lambda c, r: text(critique_prompt(p, c, r)), p.critique_request),
+        (lambda c, r: text(revision_prompt(p, c, r, "a critique")), p.revision_request),
+    ]
+    for render, request in renders:
+        one, two = render(CONVERSATION, "first answer"), render(MULTI_TURN, "second answer")
+        shared = one[: common_prefix(one, two)]
+        assert request in shared
+        assert EXAMPLE_REVISED["critique"] in shared
+        assert shared.endswith("Conversation:\n<<<CONVERSATION>>>\n")

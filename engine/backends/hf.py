@@ -33,7 +33,13 @@ Shared prefixes
     conversation, the critic's principle and examples, the system prompt)
     runs once for the whole call; each prompt continues from its keys and
     values (:mod:`engine.backends.prefix`, :mod:`engine.backends.kv_cache`).
-    ``prompt_tokens`` counts what was asked for and what was computed.
+    Heads are kept from call to call within ``max_head_tokens`` (``heads``):
+    a principle's part of the critique prompt runs once per run, not once per
+    round. ``prompt_tokens`` counts what was asked for and what was computed.
+
+Longer than 500 lines: generation and scoring run through one set of
+prompt, head and cache passes (``_plans``, ``_head_kv``, ``_with_heads``,
+``_forward``); split apart, they would need a private interface of their own.
 """
 
 from __future__ import annotations
@@ -65,7 +71,7 @@ from engine.backends.base import (
     first_line,
     locate_model,
 )
-from engine.backends.kv_cache import HeadStore, cache_of, left_padded, row_kv, stack_heads
+from engine.backends.kv_cache import HeadCache, HeadStore, cache_of, left_padded, row_kv, stack_heads
 from engine.backends.prefix import (
     MAX_DEPTH,
     NO_TOKENS,
@@ -122,7 +128,8 @@ class HFBackend(Backend):
             fp32), ``bfloat16``, ``float16`` or ``float32``.
         device: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda``, ``cuda:N``.
         prefix_reuse: Run a token prefix that prompts of one call share once
-            (:mod:`engine.backends.prefix`); False runs every prompt whole.
+            (:mod:`engine.backends.prefix`) and keep it for later calls; False
+            runs every prompt whole.
 
     Raises:
         BackendError: The model or its tokenizer cannot be loaded, or the
@@ -152,7 +159,9 @@ class HFBackend(Backend):
         self.model = self._load_model(source)
         self.max_batch_tokens = max_batch_tokens or self._token_budget()
         self.max_head_tokens = self._head_budget()
-        """Most tokens of shared heads whose keys and values one call holds at a time."""
+        """Most tokens of shared heads whose keys and values one call holds at a time, and :attr:`heads` holds."""
+        self.heads = HeadCache(self.max_head_tokens)
+        """Heads kept from call to call (keyed by token ids: clear it if the model's weights change)."""
         # A reply ends at its first end-of-text token, or where padding starts (finished rows are padded).
         self._ends = torch.tensor(sorted(self._eos_ids | {self._pad_id}))
         params = inspect.signature(self.model.forward).parameters
@@ -254,12 +263,17 @@ class HFBackend(Backend):
     def _plans(self, prompts: Sequence[Sequence[int]]) -> Iterator[tuple[Plan, HeadStore]]:
         """The batches to run ``prompts`` in, each with the keys and values of its rows' heads.
 
-        With prefix reuse on, each prompt's head (:func:`shared_heads`) is run
-        once for the whole call (:meth:`_head_kv`), in waves that hold at most
-        ``max_head_tokens`` tokens of heads at a time; batches are cut by each
-        prompt's own length (:func:`plan_batches`). Off: batches by length, nothing shared.
+        With prefix reuse on, each prompt's head is the longer of the prefix it
+        shares with another prompt of the call (:func:`shared_heads`) and the
+        longest head held from earlier calls (:attr:`heads`); each head runs
+        once (:meth:`_head_kv`), in waves that hold at most ``max_head_tokens``
+        tokens of heads at a time; batches are cut by each prompt's own length
+        (:func:`plan_batches`). Off: batches by length, nothing shared.
         """
-        heads = shared_heads(prompts) if self.prefix_reuse else [0] * len(prompts)
+        if self.prefix_reuse:
+            heads = [max(n, self.heads.longest(p)) for p, n in zip(prompts, shared_heads(prompts), strict=True)]
+        else:
+            heads = [0] * len(prompts)
         for wave in waves(prompts, heads, self.max_head_tokens):
             store = self._head_kv(sorted({tuple(prompts[i][: heads[i]]) for i in wave if heads[i]}))
             lengths = [len(prompts[i]) for i in wave]
@@ -267,19 +281,32 @@ class HFBackend(Backend):
                 yield Plan([wave[r] for r in plan.rows], plan.heads), store
 
     def _head_kv(self, heads: Sequence[tuple[int, ...]], depth: int = 1) -> HeadStore:
-        """The keys and values of each head, each run once; heads they share run first (to :data:`MAX_DEPTH`)."""
-        if not heads:
-            return {}
-        inner = shared_heads(heads) if depth < MAX_DEPTH else [0] * len(heads)
-        inner_kv = self._head_kv(sorted({h[:n] for h, n in zip(heads, inner, strict=True) if n}), depth + 1)
+        """The keys and values of each head: held ones from :attr:`heads`, the others run once and then held.
+
+        A head to run continues from the longest head it shares with another
+        one to run (to :data:`MAX_DEPTH` levels) or that is held, run first the same way.
+        """
         store: HeadStore = {}
-        for plan in plan_batches([len(h) for h in heads], inner, self.batch_size, self.max_batch_tokens):
-            rows = [list(heads[i]) for i in plan.rows]
+        todo: list[tuple[int, ...]] = []
+        for head in heads:
+            held = self.heads.get(head)
+            if held is None:
+                todo.append(head)
+            else:
+                store[head] = held
+        if not todo:
+            return store
+        inner = shared_heads(todo) if depth < MAX_DEPTH else [0] * len(todo)
+        inner = [max(n, self.heads.longest(h)) for h, n in zip(todo, inner, strict=True)]
+        inner_kv = self._head_kv(sorted({h[:n] for h, n in zip(todo, inner, strict=True) if n}), depth + 1)
+        for plan in plan_batches([len(h) for h in todo], inner, self.batch_size, self.max_batch_tokens):
+            rows = [list(todo[i]) for i in plan.rows]
             self.prompt_tokens += PromptTokenCount(requested=0, computed=count(plan, [len(r) for r in rows]).computed)
             ids, mask, cache, cached = self._with_heads(rows, plan, inner_kv)
             cache = cache_of(self._forward(ids, mask, cache, cached))
             for k, i in enumerate(plan.rows):
-                store[heads[i]] = row_kv(cache, mask, k)
+                store[todo[i]] = row_kv(cache, mask, k)
+                self.heads.put(todo[i], store[todo[i]])
         return store
 
     def _left_pad(self, rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:

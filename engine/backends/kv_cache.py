@@ -4,23 +4,165 @@ A head's keys and values (:data:`HeadKV`) are kept without padding, one pair
 of tensors per layer, shaped ``[kv_heads, length, head_dim]``. A batch's cache
 is transformers' ``DynamicCache``, shaped ``[rows, kv_heads, columns, head_dim]``
 per layer, whose attention mask says which columns hold a token.
+
+Heads outlive the call that computed them in a :class:`HeadCache`: a
+principle's instructions and examples head its critique prompts in every
+round of a run, so they run once per run, not once per call.
+
+Decoding appends one column per step. ``DynamicCache`` does that by copying
+the whole cache (``torch.cat``), which made a quarter of a CPU decoding step
+on the embedded model; :class:`GrowingCache` keeps each layer in a buffer
+with room for the new tokens, so a step writes one column.
 """
 
 from __future__ import annotations
 
+import bisect
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from transformers import DynamicCache
+from transformers.cache_utils import Cache, DynamicLayer
 
-__all__ = ["HeadKV", "HeadStore", "cache_of", "left_padded", "row_kv", "stack_heads"]
+from engine.backends.prefix import longest_known
+
+__all__ = [
+    "GrowingCache",
+    "GrowingLayer",
+    "HeadCache",
+    "HeadKV",
+    "HeadStore",
+    "cache_of",
+    "left_padded",
+    "row_kv",
+    "stack_heads",
+]
 
 HeadKV = list[tuple[torch.Tensor, torch.Tensor]]
 """One prompt's keys and values, per layer, without padding."""
 
 HeadStore = dict[tuple[int, ...], HeadKV]
 """The keys and values of the heads one call holds, by their token ids."""
+
+
+class HeadCache:
+    """Heads' keys and values kept from call to call, least recently used dropped past ``max_tokens`` tokens.
+
+    Keyed by the heads' token ids, so it holds for one model with fixed weights:
+    whoever changes the weights must :meth:`clear` it. A head longer than the
+    limit is not kept.
+    """
+
+    def __init__(self, max_tokens: int) -> None:
+        self.max_tokens = max_tokens
+        self.tokens = 0
+        """Tokens of the heads held now."""
+        self._kv: OrderedDict[tuple[int, ...], HeadKV] = OrderedDict()
+        self._sorted: list[tuple[int, ...]] = []
+
+    def __len__(self) -> int:
+        return len(self._kv)
+
+    def longest(self, prompt: Sequence[int]) -> int:
+        """The length of the longest held head that ``prompt`` starts with, short of its last token (0: none)."""
+        return longest_known(self._sorted, prompt)
+
+    def get(self, head: tuple[int, ...]) -> HeadKV | None:
+        """The head's keys and values (None: not held), now the most recently used."""
+        found = self._kv.get(head)
+        if found is not None:
+            self._kv.move_to_end(head)
+        return found
+
+    def put(self, head: tuple[int, ...], kv: HeadKV) -> None:
+        """Hold ``kv`` as the keys and values of ``head``, dropping the least recently used past the limit."""
+        if head in self._kv or len(head) > self.max_tokens:
+            return
+        while self._kv and self.tokens + len(head) > self.max_tokens:
+            old, _ = self._kv.popitem(last=False)
+            self._sorted.pop(bisect.bisect_left(self._sorted, old))
+            self.tokens -= len(old)
+        self._kv[head] = kv
+        bisect.insort(self._sorted, head)
+        self.tokens += len(head)
+
+    def clear(self) -> None:
+        """Drop every head."""
+        self._kv.clear()
+        self._sorted.clear()
+        self.tokens = 0
+
+
+class GrowingLayer(DynamicLayer):
+    """A ``DynamicLayer`` whose keys and values are views of a buffer with room to grow.
+
+    ``update`` writes the new columns into the buffer (growing it by half when
+    full) instead of concatenating. ``keys`` and ``values`` stay what a
+    ``DynamicLayer`` holds, so whatever replaces them (selecting rows, cropping)
+    still works: the buffer is rebuilt from them at the next update.
+    """
+
+    def __init__(self, room: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.room = room
+        """Columns the next buffer leaves free after what it holds."""
+        self._buffers: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        held, new = self.get_seq_length(), key_states.shape[-2]
+        buffers = self._buffers
+        if buffers is None or not self._views_of(buffers) or held + new > buffers[0].shape[-2]:
+            buffers = self._buffers = self._grown(key_states, value_states, held, held + new + self.room)
+            self.room = max(self.room, (held + new) // 2)  # a buffer outgrown once grows by half next time
+        keys, values = buffers
+        keys[:, :, held : held + new] = key_states
+        values[:, :, held : held + new] = value_states
+        self.keys, self.values = keys[:, :, : held + new], values[:, :, : held + new]
+        return self.keys, self.values
+
+    def _views_of(self, buffers: tuple[torch.Tensor, torch.Tensor]) -> bool:
+        """Whether ``keys`` and ``values`` are still the buffers' first columns (nothing replaced them)."""
+        keys, values = buffers
+        return (
+            self.keys is not None
+            and self.values is not None
+            and self.keys.data_ptr() == keys.data_ptr()
+            and self.values.data_ptr() == values.data_ptr()
+            and self.keys.shape[:2] == keys.shape[:2]
+            and self.keys.stride() == keys.stride()
+        )
+
+    def _grown(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, held: int, columns: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """New buffers of ``columns`` columns holding the ``held`` columns of ``keys`` and ``values``."""
+        found = []
+        for old, new in ((self.keys, key_states), (self.values, value_states)):
+            rows, heads, _, dim = new.shape
+            buffer = new.new_empty((rows, heads, columns, dim))
+            if held:
+                assert old is not None
+                buffer[:, :, :held] = old
+            found.append(buffer)
+        return found[0], found[1]
+
+
+class GrowingCache(DynamicCache):
+    """A ``DynamicCache`` of :class:`GrowingLayer`: what ``generate`` decodes into."""
+
+    def __init__(self, layers: int, room: int, source: Any = None) -> None:
+        """``layers`` layers with ``room`` free columns each; ``source``'s keys and values copied in."""
+        Cache.__init__(self, layers=[GrowingLayer(room) for _ in range(layers)])
+        if source is not None:
+            for old, new in zip(source.layers, self.layers, strict=True):
+                if old.keys is not None and old.keys.numel():
+                    new.update(old.keys, old.values)
 
 
 def cache_of(out: Any) -> Any:

@@ -32,6 +32,7 @@ Counting
 
 from __future__ import annotations
 
+import bisect
 import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ __all__ = [
     "common_prefix",
     "count",
     "length_batches",
+    "longest_known",
     "plan_batches",
     "shared_heads",
     "waves",
@@ -129,6 +131,25 @@ def shared_heads(prompts: Sequence[Sequence[int]]) -> list[int]:
         shared = min(shared, len(prompts[i]) - 1)
         heads[i] = shared if shared >= MIN_SHARED else 0
     return heads
+
+
+def longest_known(known: Sequence[tuple[int, ...]], prompt: Sequence[int]) -> int:
+    """The length of the longest of ``known`` (sorted tuples) that is a prefix of ``prompt`` short of its last token.
+
+    0 when none is. In sorted order, the longest known prefix of ``p`` is the
+    greatest key not above ``p`` when that key is a prefix of ``p``; otherwise
+    it is a prefix of the part that key shares with ``p``, searched the same way.
+    """
+    target = tuple(prompt[: len(prompt) - 1])
+    while target:
+        at = bisect.bisect_right(known, target) - 1
+        if at < 0:
+            return 0
+        key = known[at]
+        if target[: len(key)] == key:
+            return len(key)
+        target = target[: common_prefix(key, target)]
+    return 0
 
 
 def waves(prompts: Sequence[Sequence[int]], heads: Sequence[int], max_head_tokens: int) -> list[list[int]]:
