@@ -8,11 +8,6 @@ per layer, whose attention mask says which columns hold a token.
 Heads outlive the call that computed them in a :class:`HeadCache`: a
 principle's instructions and examples head its critique prompts in every
 round of a run, so they run once per run, not once per call.
-
-Decoding appends one column per step. ``DynamicCache`` does that by copying
-the whole cache (``torch.cat``), which made a quarter of a CPU decoding step
-on the embedded model; :class:`GrowingCache` keeps each layer in a buffer
-with room for the new tokens, so a step writes one column.
 """
 
 from __future__ import annotations
@@ -24,13 +19,10 @@ from typing import Any
 
 import torch
 from transformers import DynamicCache
-from transformers.cache_utils import Cache, DynamicLayer
 
 from engine.backends.prefix import longest_known
 
 __all__ = [
-    "GrowingCache",
-    "GrowingLayer",
     "HeadCache",
     "HeadKV",
     "HeadStore",
@@ -93,76 +85,6 @@ class HeadCache:
         self._kv.clear()
         self._sorted.clear()
         self.tokens = 0
-
-
-class GrowingLayer(DynamicLayer):
-    """A ``DynamicLayer`` whose keys and values are views of a buffer with room to grow.
-
-    ``update`` writes the new columns into the buffer (growing it by half when
-    full) instead of concatenating. ``keys`` and ``values`` stay what a
-    ``DynamicLayer`` holds, so whatever replaces them (selecting rows, cropping)
-    still works: the buffer is rebuilt from them at the next update.
-    """
-
-    def __init__(self, room: int, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.room = room
-        """Columns the next buffer leaves free after what it holds."""
-        self._buffers: tuple[torch.Tensor, torch.Tensor] | None = None
-
-    def update(
-        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        if not self.is_initialized:
-            self.lazy_initialization(key_states, value_states)
-        held, new = self.get_seq_length(), key_states.shape[-2]
-        buffers = self._buffers
-        if buffers is None or not self._views_of(buffers) or held + new > buffers[0].shape[-2]:
-            buffers = self._buffers = self._grown(key_states, value_states, held, held + new + self.room)
-            self.room = max(self.room, (held + new) // 2)  # a buffer outgrown once grows by half next time
-        keys, values = buffers
-        keys[:, :, held : held + new] = key_states
-        values[:, :, held : held + new] = value_states
-        self.keys, self.values = keys[:, :, : held + new], values[:, :, : held + new]
-        return self.keys, self.values
-
-    def _views_of(self, buffers: tuple[torch.Tensor, torch.Tensor]) -> bool:
-        """Whether ``keys`` and ``values`` are still the buffers' first columns (nothing replaced them)."""
-        keys, values = buffers
-        return (
-            self.keys is not None
-            and self.values is not None
-            and self.keys.data_ptr() == keys.data_ptr()
-            and self.values.data_ptr() == values.data_ptr()
-            and self.keys.shape[:2] == keys.shape[:2]
-            and self.keys.stride() == keys.stride()
-        )
-
-    def _grown(
-        self, key_states: torch.Tensor, value_states: torch.Tensor, held: int, columns: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """New buffers of ``columns`` columns holding the ``held`` columns of ``keys`` and ``values``."""
-        found = []
-        for old, new in ((self.keys, key_states), (self.values, value_states)):
-            rows, heads, _, dim = new.shape
-            buffer = new.new_empty((rows, heads, columns, dim))
-            if held:
-                assert old is not None
-                buffer[:, :, :held] = old
-            found.append(buffer)
-        return found[0], found[1]
-
-
-class GrowingCache(DynamicCache):
-    """A ``DynamicCache`` of :class:`GrowingLayer`: what ``generate`` decodes into."""
-
-    def __init__(self, layers: int, room: int, source: Any = None) -> None:
-        """``layers`` layers with ``room`` free columns each; ``source``'s keys and values copied in."""
-        Cache.__init__(self, layers=[GrowingLayer(room) for _ in range(layers)])
-        if source is not None:
-            for old, new in zip(source.layers, self.layers, strict=True):
-                if old.keys is not None and old.keys.numel():
-                    new.update(old.keys, old.values)
 
 
 def cache_of(out: Any) -> Any:
