@@ -12,12 +12,14 @@ judge's probabilities): under greedy decoding in fp32 they should be equal; in b
 computed in a different batch shape, so rounding may flip a token now and then (counted, not hidden).
 
     python bench/prefix_reuse.py [--prompts 64] [--revisions 2] [--max-new-tokens 64] [--dtype auto] [--repeats 1]
+        [--keep DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import tempfile
 import time
@@ -62,6 +64,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--keep", type=Path, help="copy the run folders here (to compare them with other runs)")
     args = parser.parse_args()
     backend = load_backend("default", batch_size=args.batch_size, dtype=args.dtype)
     backend.generate([[{"role": "user", "content": "Hello"}]], SamplingParams(max_new_tokens=4))  # warm-up
@@ -95,6 +98,8 @@ def main() -> None:
                 took = time.perf_counter() - start
                 seconds[reuse].append(took)
                 results[reuse] = outputs(out)
+                if args.keep:
+                    shutil.copytree(out, args.keep / out.name, dirs_exist_ok=True)
                 tokens = summary.prompt_tokens
                 assert tokens is not None and tokens == RunDir.read_manifest(out).prompt_tokens
                 print(

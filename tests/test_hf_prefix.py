@@ -72,9 +72,12 @@ def test_plans_cover_every_prompt_once_within_the_limits(
             assert len(plan.rows) * max(lengths[i] - heads[i] for i in plan.rows) <= max_tokens
             assert len(plan.rows) * max(lengths[i] for i in plan.rows) <= CACHE_FACTOR * max_tokens
     assert sorted(seen) == list(range(len(prompts)))
-    assert [p.rows for p in plan_batches(lengths, [0] * len(prompts), batch_size, max_tokens)] == list(
-        length_batches(lengths, batch_size, max_tokens)
-    )
+    decoding = [p.rows for p in plan_batches(lengths, heads, batch_size, max_tokens, decoding=True)]
+    assert decoding == list(length_batches(lengths, batch_size, max_tokens))
+    for flag in (False, True):
+        assert [
+            p.rows for p in plan_batches(lengths, [0] * len(prompts), batch_size, max_tokens, decoding=flag)
+        ] == list(length_batches(lengths, batch_size, max_tokens))
 
 
 @settings(max_examples=300, deadline=None)
@@ -279,3 +282,13 @@ def test_the_meter_counts_each_backend_once_from_when_it_was_watched(backends) -
     meter.watch(on)  # the same model as policy, critic and judge
     on.generate(CHATS[:2], SamplingParams(temperature=0, max_new_tokens=2))
     assert meter.used() == on.prompt_tokens - PromptTokenCount(requested=5, computed=3)
+
+
+def test_generation_batches_are_those_of_running_every_prompt_whole() -> None:
+    """A decoding step reads each row's whole cache: batches to generate follow whole lengths, heads or not."""
+    lengths, heads = [900, 410, 880, 400, 890, 420], [800, 310, 790, 300, 800, 312]
+    plans = list(plan_batches(lengths, heads, batch_size=3, max_tokens=1000, decoding=True))
+    assert [p.rows for p in plans] == list(length_batches(lengths, 3, 1000)) == [[3, 1], [5], [2], [4], [0]]
+    assert [p.heads for p in plans] == [[300, 310], [312], [790], [800], [800]]
+    # to score, the same prompts batch by their own parts (what a batch computes)
+    assert [p.rows for p in plan_batches(lengths, heads, batch_size=3, max_tokens=1000)] == [[2, 4, 0], [1, 3, 5]]

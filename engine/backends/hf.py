@@ -1,8 +1,8 @@
 """A transformers backend: any causal LM with a chat template, on CPU or CUDA.
 
 Batching
-    Requests are sorted by prompt length (in tokens; with shared prefixes, by
-    the length of each one's own part) and cut into batches of ``batch_size``
+    Requests are sorted by prompt length (in tokens; when scoring with shared
+    prefixes, by the length of each one's own part) and cut into batches of ``batch_size``
     within ``max_batch_tokens``, so a batch holds prompts of similar length and
     little padding. Each batch is left-padded (the new tokens of every row start at
     the same column) and position ids follow the attention mask, so a padded
@@ -260,15 +260,16 @@ class HFBackend(Backend):
         encoded = self.tokenizer(list(texts), add_special_tokens=False)
         return [list(ids) for ids in cast(list[list[int]], encoded["input_ids"])]
 
-    def _plans(self, prompts: Sequence[Sequence[int]]) -> Iterator[tuple[Plan, HeadStore]]:
+    def _plans(self, prompts: Sequence[Sequence[int]], *, decoding: bool = False) -> Iterator[tuple[Plan, HeadStore]]:
         """The batches to run ``prompts`` in, each with the keys and values of its rows' heads.
 
         With prefix reuse on, each prompt's head is the longer of the prefix it
         shares with another prompt of the call (:func:`shared_heads`) and the
         longest head held from earlier calls (:attr:`heads`); each head runs
         once (:meth:`_head_kv`), in waves that hold at most ``max_head_tokens``
-        tokens of heads at a time; batches are cut by each prompt's own length
-        (:func:`plan_batches`). Off: batches by length, nothing shared.
+        tokens of heads at a time; batches are cut by each prompt's own length,
+        or for ``decoding`` by its whole length (:func:`plan_batches`). Off:
+        batches by length, nothing shared.
         """
         if self.prefix_reuse:
             heads = [max(n, self.heads.longest(p)) for p, n in zip(prompts, shared_heads(prompts), strict=True)]
@@ -277,7 +278,8 @@ class HFBackend(Backend):
         for wave in waves(prompts, heads, self.max_head_tokens):
             store = self._head_kv(sorted({tuple(prompts[i][: heads[i]]) for i in wave if heads[i]}))
             lengths = [len(prompts[i]) for i in wave]
-            for plan in plan_batches(lengths, [heads[i] for i in wave], self.batch_size, self.max_batch_tokens):
+            wave_heads = [heads[i] for i in wave]
+            for plan in plan_batches(lengths, wave_heads, self.batch_size, self.max_batch_tokens, decoding=decoding):
                 yield Plan([wave[r] for r in plan.rows], plan.heads), store
 
     def _head_kv(self, heads: Sequence[tuple[int, ...]], depth: int = 1) -> HeadStore:
@@ -340,7 +342,7 @@ class HFBackend(Backend):
         results: list[Completion | None] = [None] * len(chats)
         with torch.inference_mode(), self._rng():
             torch.manual_seed(params.seed)
-            for plan, store in self._plans(prompts):
+            for plan, store in self._plans(prompts, decoding=True):
                 rows = [prompts[i] for i in plan.rows]
                 self.prompt_tokens += count(plan, [len(r) for r in rows])
                 ids, mask = self._left_pad(rows)

@@ -17,12 +17,18 @@ Heads (:func:`shared_heads`)
     their own shared heads, down to :data:`MAX_DEPTH` levels.
 
 Batches (:func:`plan_batches`)
-    Prompts are sorted by the length of their own part (after the head) and
-    cut into batches of at most ``batch_size`` rows and ``max_tokens`` padded
-    own tokens: the own tokens are what a batch computes, so that is what the
-    budget bounds. The key/value cache a batch holds (heads included) stays
-    within :data:`CACHE_FACTOR` times the budget. With no heads this is the
-    plain cut by length (:func:`length_batches`).
+    To score, prompts are sorted by the length of their own part (after the
+    head) and cut into batches of at most ``batch_size`` rows and
+    ``max_tokens`` padded own tokens: the own tokens are what a batch
+    computes, so that is what the budget bounds. The key/value cache a batch
+    holds (heads included) stays within :data:`CACHE_FACTOR` times the
+    budget. To generate, batches are those of running every prompt whole
+    (:func:`length_batches`), heads or not: each decoding step reads every
+    row's whole cache, padded to the longest row, and on a CPU decoding is
+    most of a generation. Measured on the embedded model (bf16, 2-core AMD
+    EPYC), own-length batches made the critique and revision steps no faster
+    than running every prompt whole, and wider batches sorted by whole
+    length no faster than these.
 
 Counting
     :func:`count` gives a batch's prompt tokens requested (each row's whole
@@ -189,8 +195,15 @@ def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int) -> 
     return _cut(lengths, lengths, batch_size, max_tokens, max_tokens)
 
 
-def plan_batches(lengths: Sequence[int], heads: Sequence[int], batch_size: int, max_tokens: int) -> Iterator[Plan]:
-    """Batches by own length (``lengths`` less ``heads``) within the limits (module docstring), with their heads."""
+def plan_batches(
+    lengths: Sequence[int], heads: Sequence[int], batch_size: int, max_tokens: int, *, decoding: bool = False
+) -> Iterator[Plan]:
+    """Batches within the limits (module docstring), with their heads: by own length (``lengths`` less
+    ``heads``), or for ``decoding`` exactly those of :func:`length_batches`, as if nothing were shared."""
+    if decoding:
+        for rows in length_batches(lengths, batch_size, max_tokens):
+            yield Plan(rows, [heads[i] for i in rows])
+        return
     own = [n - h for n, h in zip(lengths, heads, strict=True)]
     cache_limit = max_tokens * (CACHE_FACTOR if any(heads) else 1)
     for rows in _cut(own, lengths, batch_size, max_tokens, cache_limit):
