@@ -271,16 +271,19 @@ class HFBackend(Backend):
         or for ``decoding`` by its whole length (:func:`plan_batches`). Off:
         batches by length, nothing shared.
         """
-        if self.prefix_reuse:
-            heads = [max(n, self.heads.longest(p)) for p, n in zip(prompts, shared_heads(prompts), strict=True)]
-        else:
-            heads = [0] * len(prompts)
+        heads = self._heads_of(prompts) if self.prefix_reuse else [0] * len(prompts)
         for wave in waves(prompts, heads, self.max_head_tokens):
             store = self._head_kv(sorted({tuple(prompts[i][: heads[i]]) for i in wave if heads[i]}))
             lengths = [len(prompts[i]) for i in wave]
             wave_heads = [heads[i] for i in wave]
             for plan in plan_batches(lengths, wave_heads, self.batch_size, self.max_batch_tokens, decoding=decoding):
                 yield Plan([wave[r] for r in plan.rows], plan.heads), store
+
+    def _heads_of(self, prompts: Sequence[Sequence[int]], *, shared: bool = True) -> list[int]:
+        """Per prompt, the length of its head: the longer of the prefix it shares with another of ``prompts``
+        (:func:`shared_heads`; none unless ``shared``) and the longest head held from earlier calls."""
+        found = shared_heads(prompts) if shared else [0] * len(prompts)
+        return [max(n, self.heads.longest(p)) for p, n in zip(prompts, found, strict=True)]
 
     def _head_kv(self, heads: Sequence[tuple[int, ...]], depth: int = 1) -> HeadStore:
         """The keys and values of each head: held ones from :attr:`heads`, the others run once and then held.
@@ -298,8 +301,7 @@ class HFBackend(Backend):
                 store[head] = held
         if not todo:
             return store
-        inner = shared_heads(todo) if depth < MAX_DEPTH else [0] * len(todo)
-        inner = [max(n, self.heads.longest(h)) for h, n in zip(todo, inner, strict=True)]
+        inner = self._heads_of(todo, shared=depth < MAX_DEPTH)
         inner_kv = self._head_kv(sorted({h[:n] for h, n in zip(todo, inner, strict=True) if n}), depth + 1)
         for plan in plan_batches([len(h) for h in todo], inner, self.batch_size, self.max_batch_tokens):
             rows = [list(todo[i]) for i in plan.rows]
