@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 from engine.backends.base import Chat, SamplingParams, ScoreRequest
 from engine.backends.prefix import (
     CACHE_FACTOR,
+    FREE_PADDING,
+    MAX_PADDING,
     MIN_SHARED,
     NO_TOKENS,
     TokenMeter,
@@ -69,15 +71,22 @@ def test_plans_cover_every_prompt_once_within_the_limits(
         assert 1 <= len(plan.rows) <= batch_size
         assert plan.heads == [heads[i] for i in plan.rows]
         if len(plan.rows) > 1:
-            assert len(plan.rows) * max(lengths[i] - heads[i] for i in plan.rows) <= max_tokens
+            own = [lengths[i] - heads[i] for i in plan.rows]
+            assert len(plan.rows) * max(own) <= max_tokens
+            assert len(plan.rows) * max(own) - sum(own) <= max(MAX_PADDING * sum(own), FREE_PADDING)
             assert len(plan.rows) * max(lengths[i] for i in plan.rows) <= CACHE_FACTOR * max_tokens
     assert sorted(seen) == list(range(len(prompts)))
     decoding = [p.rows for p in plan_batches(lengths, heads, batch_size, max_tokens, decoding=True)]
     assert decoding == list(length_batches(lengths, batch_size, max_tokens))
-    for flag in (False, True):
-        assert [
-            p.rows for p in plan_batches(lengths, [0] * len(prompts), batch_size, max_tokens, decoding=flag)
-        ] == list(length_batches(lengths, batch_size, max_tokens))
+    nothing_shared = [0] * len(prompts)
+    assert [p.rows for p in plan_batches(lengths, nothing_shared, batch_size, max_tokens, decoding=True)] == list(
+        length_batches(lengths, batch_size, max_tokens)
+    )
+    for plan in plan_batches(
+        lengths, nothing_shared, batch_size, max_tokens
+    ):  # scoring: whole prompts, padding bounded
+        whole = [lengths[i] for i in plan.rows]
+        assert len(whole) * max(whole) - sum(whole) <= max(MAX_PADDING * sum(whole), FREE_PADDING)
 
 
 @settings(max_examples=300, deadline=None)
@@ -206,6 +215,44 @@ def test_heads_held_a_few_at_a_time_give_the_same_outputs(backends, monkeypatch:
     for got, expected in zip(on.score(requests), want_scores, strict=True):
         assert got == pytest.approx(expected, abs=1e-4)
     assert on.prompt_tokens.computed < 0.8 * on.prompt_tokens.requested
+
+
+def test_a_decoding_batch_with_heads_of_different_lengths_runs_each_length_apart(
+    backends, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    """Rows of one generation batch under two principles (and one under none) give what they give run whole,
+    and the prompt passes run one head length at a time, not every row's own tokens after the longest head."""
+    on, off = backends
+    other = "Be brief. "
+    chats: list[Chat] = [
+        *([{"role": "user", "content": HEAD + f"Conversation {i}: " + "more " * i}] for i in range(3)),
+        *([{"role": "user", "content": other * 3 + f"Talk {i}: " + "again " * (2 * i + 6)}] for i in range(3)),
+        [{"role": "user", "content": "Nothing in common with the rest, said at some length."}],
+    ]
+    params = SamplingParams(temperature=0, max_new_tokens=6)
+    want = off.generate(chats, params)
+    monkeypatch.setattr(on, "batch_size", len(chats))  # one decoding batch for every row
+    on.heads.clear()
+    seen: list[set[int]] = []  # the head lengths of each prompt pass before decoding
+    with_heads, prompt_cache = on._with_heads, on._prompt_cache
+    passes: list[list[set[int]]] = []
+
+    def spy(prompts, plan, store):  # type: ignore[no-untyped-def]
+        if passes:
+            passes[-1].append(set(plan.heads))
+        return with_heads(prompts, plan, store)
+
+    def cache_spy(prompts, plan, store):  # type: ignore[no-untyped-def]
+        passes.append([])
+        try:
+            return prompt_cache(prompts, plan, store)
+        finally:
+            seen.extend(passes.pop())
+
+    monkeypatch.setattr(on, "_with_heads", spy)
+    monkeypatch.setattr(on, "_prompt_cache", cache_spy)
+    assert on.generate(chats, params) == want
+    assert len(seen) > 1 and all(len(heads) == 1 for heads in seen)
 
 
 def test_heads_kept_from_an_earlier_call_give_the_same_outputs_and_are_not_computed_again(backends) -> None:  # type: ignore[no-untyped-def]

@@ -27,7 +27,6 @@ __all__ = [
     "HeadKV",
     "HeadStore",
     "cache_of",
-    "left_padded",
     "row_kv",
     "stack_heads",
 ]
@@ -125,27 +124,3 @@ def stack_heads(heads: Sequence[HeadKV | None], config: Any) -> tuple[Any, torch
                 values[b, :, width - v.shape[1] :] = v
         cache.update(keys, values, layer)
     return cache, mask
-
-
-def left_padded(cache: Any, mask: torch.Tensor) -> Any:
-    """``cache`` re-laid so that each row's tokens (the columns ``mask`` marks) end at the last column.
-
-    Padding inside a row (between a head and the row's own tokens) is squeezed
-    out; the cache then has the layout and width plain left padding gives, so
-    decoding from it costs what it would without shared heads. Dropped columns
-    are zeroed.
-    """
-    width = int(mask.sum(-1).max())
-    counts = mask.sum(-1, keepdim=True)
-    column = torch.arange(width, device=mask.device)
-    keep = column >= width - counts
-    # Source column of each kept one: the row's (j - (width - count))-th unmasked column.
-    order = torch.argsort((1 - mask) * mask.shape[1] + torch.arange(mask.shape[1], device=mask.device), dim=-1)
-    source = order.gather(1, (column - (width - counts)).clamp(min=0))
-    for layer in cache.layers:
-        for name in ("keys", "values"):
-            found = getattr(layer, name)
-            index = source[:, None, :, None].expand(found.shape[0], found.shape[1], width, found.shape[3])
-            moved = found.gather(2, index)
-            setattr(layer, name, torch.where(keep[:, None, :, None], moved, 0.0))
-    return cache
