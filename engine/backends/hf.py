@@ -71,6 +71,7 @@ from engine.backends.base import (
     first_line,
     locate_model,
 )
+from engine.backends.decode_attention import use_packed_decoding
 from engine.backends.kv_cache import HeadCache, HeadKV, HeadStore, cache_of, row_kv, stack_heads
 from engine.backends.prefix import (
     MAX_DEPTH,
@@ -204,6 +205,7 @@ class HFBackend(Backend):
         except Exception as exc:
             raise BackendError(f"{self.model_ref}: cannot load the model: {first_line(exc)}") from None
         model.eval()
+        use_packed_decoding(model)  # one decoding path on the CPU, padded batch or not
         # Sampling is fully described by SamplingParams: drop the checkpoint's sampling defaults
         # (top_k, repetition_penalty...) and keep only its special tokens. Generation stops at any
         # end-of-text token the checkpoint or the tokenizer names.
@@ -241,6 +243,7 @@ class HFBackend(Backend):
             "device": str(self.device),
             "batch_size": self.batch_size,
             "max_batch_tokens": self.max_batch_tokens,
+            "attention": getattr(self.model.config, "_attn_implementation", None),
             "prefix_reuse": self.prefix_reuse,
             "max_head_tokens": self.max_head_tokens,
             "transformers": transformers.__version__,
