@@ -51,9 +51,7 @@ AttentionInterface.register(NAME, _attention)
 ALL_MASK_ATTENTION_FUNCTIONS.register(NAME, sdpa_mask)
 
 
-def use_packed_decoding(model: PreTrainedModel) -> bool:
-    """Switch a model that runs ``sdpa`` on the CPU to :data:`NAME`; True if it was switched."""
-    if model.device.type != "cpu" or getattr(model.config, "_attn_implementation", None) != "sdpa":
-        return False
-    model.set_attn_implementation(NAME)
-    return bool(model.config._attn_implementation == NAME)
+def use_packed_decoding(model: PreTrainedModel) -> None:
+    """Switch a model that runs ``sdpa`` on the CPU to :data:`NAME` (its config then names the one it runs)."""
+    if model.device.type == "cpu" and getattr(model.config, "_attn_implementation", None) == "sdpa":
+        model.set_attn_implementation(NAME)

@@ -93,9 +93,10 @@ def cache_of(out: Any) -> Any:
 
 
 def row_kv(cache: Any, mask: torch.Tensor, row: int) -> HeadKV:
-    """Row ``row``'s keys and values: the columns its ``mask`` row marks, copied out of the batch."""
+    """Row ``row``'s keys and values: the columns its ``mask`` row marks, copied out of the batch
+    (indexing by a boolean mask copies)."""
     keep = mask[row].bool()
-    return [(layer.keys[row][:, keep].clone(), layer.values[row][:, keep].clone()) for layer in cache.layers]
+    return [(layer.keys[row][:, keep], layer.values[row][:, keep]) for layer in cache.layers]
 
 
 def stack_heads(heads: Sequence[HeadKV | None], config: Any) -> tuple[Any, torch.Tensor]:
