@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -27,7 +28,13 @@ from engine.backends import default_model as dm  # noqa: E402
 from engine.backends import load_backend  # noqa: E402
 from engine.backends.base import BackendError, Chat, SamplingParams, ScoreRequest  # noqa: E402
 from engine.backends.hf import HFBackend  # noqa: E402
-from engine.backends.torch_device import CPU_BATCH_TOKENS, kv_token_budget, resolve_device, resolve_dtype  # noqa: E402
+from engine.backends.torch_device import (  # noqa: E402
+    CPU_BATCH_TOKENS,
+    CPU_DECODE_TOKENS,
+    kv_token_budget,
+    resolve_device,
+    resolve_dtype,
+)
 from tests.models import tiny_model_dir  # noqa: E402
 
 GREEDY = SamplingParams(max_new_tokens=8, temperature=0)
@@ -81,6 +88,35 @@ def test_batched_greedy_equals_unbatched_and_keeps_order(tiny: HFBackend) -> Non
 def test_batch_size_does_not_change_greedy_output(tiny: HFBackend, tiny_dir: Path) -> None:
     wide = HFBackend(str(tiny_dir), batch_size=16, dtype="float32", device="cpu")
     assert wide.generate(CHATS, GREEDY) == tiny.generate(CHATS, GREEDY)
+
+
+def test_a_decoding_batch_wider_than_one_prompt_pass_runs_its_prompts_in_passes_within_the_budget(
+    tiny_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chats = [user(f"Question {i}: " + "and more " * (3 * i)) for i in range(8)]
+    one_pass = HFBackend(str(tiny_dir), batch_size=8, dtype="float32", device="cpu", prefix_reuse=False)
+    want = one_pass.generate(chats, GREEDY)
+    small = HFBackend(
+        str(tiny_dir), batch_size=8, dtype="float32", device="cpu", prefix_reuse=False,
+        max_batch_tokens=96, max_decode_tokens=4096,
+    )  # fmt: skip
+    passes: list[tuple[int, int]] = []
+    batches: list[int] = []
+    forward, generate = small._forward, small.model.generate
+
+    def forward_spy(ids: Any, mask: Any, cache: Any, cached: int) -> Any:
+        passes.append(tuple(ids[:, cached:].shape))
+        return forward(ids, mask, cache, cached)
+
+    def generate_spy(*args: Any, **kwargs: Any) -> Any:
+        batches.append(kwargs["input_ids"].shape[0])
+        return generate(*args, **kwargs)
+
+    monkeypatch.setattr(small, "_forward", forward_spy)
+    monkeypatch.setattr(small.model, "generate", generate_spy)
+    assert small.generate(chats, GREEDY) == want
+    assert batches == [8]  # one decoding batch
+    assert len(passes) > 1 and all(rows == 1 or rows * width <= 96 for rows, width in passes)
 
 
 def test_generate_empty_list(tiny: HFBackend) -> None:
@@ -359,8 +395,12 @@ def test_default_model_answers(default_backend: HFBackend) -> None:
 
 
 def test_the_batch_token_budget_is_4096_on_the_cpu_and_follows_free_memory_on_a_gpu(tiny_dir: Path) -> None:
-    assert HFBackend(str(tiny_dir), device="cpu").max_batch_tokens == CPU_BATCH_TOKENS
+    cpu = HFBackend(str(tiny_dir), device="cpu")
+    assert (cpu.max_batch_tokens, cpu.max_decode_tokens) == (CPU_BATCH_TOKENS, CPU_DECODE_TOKENS)
+    assert cpu.describe()["max_decode_tokens"] == CPU_DECODE_TOKENS
     assert HFBackend(str(tiny_dir), device="cpu", max_batch_tokens=512).max_batch_tokens == 512
+    wide = HFBackend(str(tiny_dir), device="cpu", max_batch_tokens=2 * CPU_DECODE_TOKENS)
+    assert wide.max_decode_tokens == 2 * CPU_DECODE_TOKENS  # a decoding batch holds at least one pass
     # SmolLM2-135M's shape: 30 layers, 3 KV heads of 64 dims: 23,040 bytes of bf16 KV cache per token.
     smol = SimpleNamespace(num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3, hidden_size=576)
     assert kv_token_budget(smol, torch.bfloat16, 23_040 * 4 * 10_000) == 10_000

@@ -242,10 +242,10 @@ def test_a_decoding_batch_with_heads_of_different_lengths_runs_each_length_apart
             passes[-1].append(set(plan.heads))
         return with_heads(prompts, plan, store)
 
-    def cache_spy(prompts, plan, store):  # type: ignore[no-untyped-def]
+    def cache_spy(prompts, plan, store, room):  # type: ignore[no-untyped-def]
         passes.append([])
         try:
-            return prompt_cache(prompts, plan, store)
+            return prompt_cache(prompts, plan, store, room)
         finally:
             seen.extend(passes.pop())
 

@@ -72,7 +72,7 @@ from engine.backends.base import (
     locate_model,
 )
 from engine.backends.decode_attention import use_packed_decoding
-from engine.backends.kv_cache import HeadCache, HeadKV, HeadStore, cache_of, row_kv, stack_heads
+from engine.backends.kv_cache import HeadCache, HeadKV, HeadStore, cache_of, roomy_cache, row_kv, stack_heads
 from engine.backends.prefix import (
     MAX_DEPTH,
     NO_TOKENS,
@@ -83,7 +83,13 @@ from engine.backends.prefix import (
     waves,
 )
 from engine.backends.tokens import continuation_ids, cut_at_stop, render_chat
-from engine.backends.torch_device import CPU_BATCH_TOKENS, kv_token_budget, resolve_device, resolve_dtype
+from engine.backends.torch_device import (
+    CPU_BATCH_TOKENS,
+    CPU_DECODE_TOKENS,
+    kv_token_budget,
+    resolve_device,
+    resolve_dtype,
+)
 from engine.records.run import PromptTokenCount
 
 _LOGITS_BUDGET = 1 << 27
@@ -120,11 +126,14 @@ class HFBackend(Backend):
         model: A model folder or a Hugging Face hub id.
         name: Name recorded in provenance (default: ``model``).
         batch_size: Most sequences one ``generate`` / forward call takes.
-        max_batch_tokens: Most padded prompt tokens in one batch (a longer prompt goes alone).
-            None: 4096 on the CPU (prefill-bound: wide batches of long prompts
-            only add padding); on a GPU, what a quarter of the free memory holds
-            as KV cache (decoding is launch-bound there, so wide batches win:
-            measured on an H100, 4096 made the pipeline's long prompts 4.8x slower).
+        max_batch_tokens: Most padded prompt tokens one forward pass over prompts takes (a longer prompt
+            goes alone). None: 4096 on the CPU (prefill-bound: wider passes ran slower per token); on a GPU,
+            what a quarter of the free memory holds as KV cache (decoding is launch-bound there, so wide
+            batches win: measured on an H100, 4096 made the pipeline's long prompts 4.8x slower).
+        max_decode_tokens: Most padded tokens (whole prompts) in one decoding batch; its prompt passes
+            still take at most ``max_batch_tokens`` each. None: ``CPU_DECODE_TOKENS`` on the CPU (a
+            decoding step reads every weight once whatever the batch, so more rows per step win there
+            too), ``max_batch_tokens`` on a GPU.
         dtype: ``auto`` (bf16 where the hardware computes it natively, else
             fp32), ``bfloat16``, ``float16`` or ``float32``.
         device: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda``, ``cuda:N``.
@@ -144,6 +153,7 @@ class HFBackend(Backend):
         name: str | None = None,
         batch_size: int = 16,
         max_batch_tokens: int | None = None,
+        max_decode_tokens: int | None = None,
         dtype: str = "auto",
         device: str = "auto",
         prefix_reuse: bool = True,
@@ -159,6 +169,9 @@ class HFBackend(Backend):
         self.tokenizer = self._load_tokenizer(source)
         self.model = self._load_model(source)
         self.max_batch_tokens = max_batch_tokens or self._token_budget()
+        self.max_decode_tokens = max_decode_tokens or (
+            self.max_batch_tokens if self.device.type == "cuda" else max(CPU_DECODE_TOKENS, self.max_batch_tokens)
+        )
         self.max_head_tokens = self._head_budget()
         """Most tokens of shared heads whose keys and values one call holds at a time, and :attr:`heads` holds."""
         self.heads = HeadCache(self.max_head_tokens)
@@ -243,6 +256,7 @@ class HFBackend(Backend):
             "device": str(self.device),
             "batch_size": self.batch_size,
             "max_batch_tokens": self.max_batch_tokens,
+            "max_decode_tokens": self.max_decode_tokens,
             "attention": getattr(self.model.config, "_attn_implementation", None),
             "prefix_reuse": self.prefix_reuse,
             "max_head_tokens": self.max_head_tokens,
@@ -270,16 +284,18 @@ class HFBackend(Backend):
         shares with another prompt of the call (:func:`shared_heads`) and the
         longest head held from earlier calls (:attr:`heads`); each head runs
         once (:meth:`_head_kv`), in waves that hold at most ``max_head_tokens``
-        tokens of heads at a time; batches are cut by each prompt's own length,
-        or for ``decoding`` by its whole length (:func:`plan_batches`). Off:
-        batches by length, nothing shared.
+        tokens of heads at a time; batches are cut by each prompt's own length
+        within ``max_batch_tokens``, or for ``decoding`` by its whole length
+        within ``max_decode_tokens`` (:func:`plan_batches`). Off: batches by
+        length, nothing shared.
         """
         heads = self._heads_of(prompts) if self.prefix_reuse else [0] * len(prompts)
         for wave in waves(prompts, heads, self.max_head_tokens):
             store = self._head_kv(sorted({tuple(prompts[i][: heads[i]]) for i in wave if heads[i]}))
             lengths = [len(prompts[i]) for i in wave]
             wave_heads = [heads[i] for i in wave]
-            for plan in plan_batches(lengths, wave_heads, self.batch_size, self.max_batch_tokens, decoding=decoding):
+            budget = self.max_decode_tokens if decoding else self.max_batch_tokens
+            for plan in plan_batches(lengths, wave_heads, self.batch_size, budget, decoding=decoding):
                 yield Plan([wave[r] for r in plan.rows], plan.heads), store
 
     def _heads_of(self, prompts: Sequence[Sequence[int]], *, shared: bool = True) -> list[int]:
@@ -351,8 +367,14 @@ class HFBackend(Backend):
                 rows = [prompts[i] for i in plan.rows]
                 self.prompt_tokens += count(plan, [len(r) for r in rows])
                 ids, mask = self._left_pad(rows)
-                extra = {self._cache_kwarg: self._prompt_cache(rows, plan, store)} if plan.shares else {}
-                out = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs, **extra)  # type: ignore[operator]
+                room = params.max_new_tokens
+                if plan.shares or ids.numel() > self.max_batch_tokens:
+                    cache = self._prompt_cache(rows, plan, store, room)
+                else:
+                    cache = roomy_cache(self.model.config, room)
+                out = self.model.generate(  # type: ignore[operator]
+                    input_ids=ids, attention_mask=mask, **kwargs, **{self._cache_kwarg: cache}
+                )
                 sequences = cast(torch.Tensor, out)
                 new = sequences[:, ids.shape[1] :].cpu()
                 for row, i in enumerate(plan.rows):
@@ -453,27 +475,30 @@ class HFBackend(Backend):
             ids, mask = self._left_pad(prompts)
             return ids, mask, None, 0
         heads = [store[tuple(p[:h])] if h else None for p, h in zip(prompts, plan.heads, strict=True)]
-        cache, head_mask = stack_heads(heads, self.model.config)
         own_ids, own = self._left_pad([p[h:] for p, h in zip(prompts, plan.heads, strict=True)])
+        cache, head_mask = stack_heads(heads, self.model.config, room=own_ids.shape[1])
         width = head_mask.shape[1]
         ids = torch.cat([torch.full_like(head_mask, self._pad_id), own_ids], dim=1)
         return ids, torch.cat([head_mask, own], dim=1), cache, width
 
-    def _prompt_cache(self, prompts: Sequence[list[int]], plan: Plan, store: HeadStore) -> Any:
-        """The cache of every prompt but its last token, heads from ``store``, laid out as plain left padding.
+    def _prompt_cache(self, prompts: Sequence[list[int]], plan: Plan, store: HeadStore, room: int) -> Any:
+        """The cache of every prompt but its last token, heads from ``store``, laid out as plain left padding,
+        with ``room`` columns to spare.
 
-        The rows run in groups of one head length (:meth:`_by_head`): rows of
-        one decoding batch may have heads of very different lengths, and run
-        together every row's own tokens would sit after the longest head,
-        padded to the longest own part. Measured (bf16, 2-core AMD EPYC, the
-        engine_ceiling run), that made the prompt passes with reuse slower per
-        token than without it. Generating from the stacked result, each row's
-        last token and every new one see exactly the keys and values (and the
-        cache has the width) they would without reuse, so decoding costs what it did.
+        The rows run in groups of one head length, each cut into passes within
+        ``max_batch_tokens`` (:meth:`_passes`). Rows of one decoding batch may
+        have heads of very different lengths, and run together every row's own
+        tokens would sit after the longest head, padded to the longest own
+        part: measured (bf16, 2-core AMD EPYC, the engine_ceiling run), that
+        made the prompt passes with reuse slower per token than without it. A
+        decoding batch may hold more tokens (``max_decode_tokens``) than one
+        prompt pass runs well on a CPU. Generating from the stacked result,
+        each row's last token and every new one see exactly the keys and
+        values (and the cache has the width) they would from one pass.
         """
         shorter = [p[:-1] for p in prompts]  # generate() runs the last token itself
         rows_kv: list[HeadKV | None] = [None] * len(prompts)
-        for group in self._by_head(plan):
+        for group in self._passes(plan, [len(p) for p in shorter]):
             part = Plan([plan.rows[i] for i in group], [plan.heads[i] for i in group])
             ids, mask, cache, cached = self._with_heads([shorter[i] for i in group], part, store)
             if ids.shape[1] > cached:  # some rows have own tokens before their last
@@ -482,18 +507,23 @@ class HFBackend(Backend):
                 continue
             for k, i in enumerate(group):
                 rows_kv[i] = row_kv(cache, mask, k)
-        some = next(kv for kv in rows_kv if kv is not None)  # a sharing plan has a row with a head
+        some = next((kv for kv in rows_kv if kv is not None), None)
+        if some is None:  # every prompt is one token long
+            return roomy_cache(self.model.config, room)
         empty = [(k[:, :0], v[:, :0]) for k, v in some]
-        cache, _ = stack_heads([kv if kv is not None else empty for kv in rows_kv], self.model.config)
+        cache, _ = stack_heads([kv if kv is not None else empty for kv in rows_kv], self.model.config, room)
         return cache
 
-    @staticmethod
-    def _by_head(plan: Plan) -> list[list[int]]:
-        """Positions in ``plan`` grouped by head length (0: no head), in order."""
+    def _passes(self, plan: Plan, lengths: Sequence[int]) -> Iterator[list[int]]:
+        """Positions in ``plan`` grouped by head length (0: no head), each group cut into passes of
+        ``lengths`` within ``max_batch_tokens`` and bounded padding (:func:`plan_batches`)."""
         groups: dict[int, list[int]] = {}
         for i, head in enumerate(plan.heads):
             groups.setdefault(head, []).append(i)
-        return list(groups.values())
+        for group in groups.values():
+            heads = [plan.heads[i] for i in group]
+            for part in plan_batches([lengths[i] for i in group], heads, len(group), self.max_batch_tokens):
+                yield [group[r] for r in part.rows]
 
     def _score_batch(
         self,

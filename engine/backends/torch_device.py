@@ -14,7 +14,15 @@ import torch
 
 from engine.backends.base import BackendError
 
-__all__ = ["CPU_BATCH_TOKENS", "DTYPES", "cpu_has_fast_bf16", "kv_token_budget", "resolve_device", "resolve_dtype"]
+__all__ = [
+    "CPU_BATCH_TOKENS",
+    "CPU_DECODE_TOKENS",
+    "DTYPES",
+    "cpu_has_fast_bf16",
+    "kv_token_budget",
+    "resolve_device",
+    "resolve_dtype",
+]
 
 DTYPES: dict[str, torch.dtype] = {
     "bfloat16": torch.bfloat16,
@@ -72,6 +80,11 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 
 CPU_BATCH_TOKENS = 4096
+"""Most padded prompt tokens in one forward pass over prompts on the CPU (``HFBackend.max_batch_tokens``)."""
+
+CPU_DECODE_TOKENS = 32768
+"""Most padded tokens in one decoding batch on the CPU (``HFBackend.max_decode_tokens``): its rows are limited
+by the batch size first; the keys and values of 32768 tokens of the embedded model take 0.75 GiB in bf16."""
 
 
 def kv_token_budget(config: Any, dtype: torch.dtype, free_bytes: int, share: float = 0.25) -> int:
