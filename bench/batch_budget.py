@@ -24,10 +24,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from prefix_reuse import redteam_job  # bench/, on the path when a bench script runs
+
 from engine.backends import load_backend
 from engine.backends.base import Backend, SamplingParams
 from engine.backends.prefix import NO_TOKENS
-from engine.config import GenerateConfig
 from engine.generate import generate
 
 
@@ -64,17 +65,7 @@ def main() -> None:
                         backend.prompt_tokens = NO_TOKENS
                         backend.heads.clear()  # each run starts with no heads kept
                         out = Path(tmp) / f"run-{n}-{batch_size}-{budget}-{reuse}"
-                        config = GenerateConfig(
-                            out=out,
-                            prompts="redteam",
-                            limit=args.prompts,
-                            revisions=args.revisions,
-                            stop_early=False,
-                            temperature=0,
-                            max_new_tokens=args.max_new_tokens,
-                            batch_size=batch_size,
-                            judge_check="none",
-                        )
+                        config = redteam_job(out, args.prompts, args.revisions, args.max_new_tokens, batch_size)
                         start = time.perf_counter()
                         generate(config, progress=False, backends=same)
                         took = time.perf_counter() - start

@@ -34,6 +34,21 @@ from engine.generate import generate
 from engine.rundir import RunDir
 
 
+def redteam_job(out: Path, prompts: int, revisions: int, max_new_tokens: int, batch_size: int) -> GenerateConfig:
+    """The benches' job: the builtin red-team set, the default constitution, every round run, judge on, greedy."""
+    return GenerateConfig(
+        out=out,
+        prompts="redteam",
+        limit=prompts,
+        revisions=revisions,
+        stop_early=False,
+        temperature=0,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        judge_check="none",
+    )
+
+
 def outputs(run: Path) -> dict[str, Any]:
     """What a run produced, per prompt id: the texts of every step and the judge's verdict (P to 3 places)."""
     found: dict[str, Any] = {}
@@ -82,17 +97,7 @@ def main() -> None:
                 backend.prompt_tokens = NO_TOKENS  # type: ignore[attr-defined]
                 backend.heads.clear()  # type: ignore[attr-defined]  # each run starts with no heads kept
                 out = Path(tmp) / f"run-{n}-{reuse}"
-                config = GenerateConfig(
-                    out=out,
-                    prompts="redteam",
-                    limit=args.prompts,
-                    revisions=args.revisions,
-                    stop_early=False,
-                    temperature=0,
-                    max_new_tokens=args.max_new_tokens,
-                    batch_size=args.batch_size,
-                    judge_check="none",
-                )
+                config = redteam_job(out, args.prompts, args.revisions, args.max_new_tokens, args.batch_size)
                 start = time.perf_counter()
                 summary = generate(config, progress=False, backends=same)
                 took = time.perf_counter() - start
