@@ -7,7 +7,10 @@ the same outputs under greedy decoding.
 One model object (the embedded model, the engine's dtype unless ``--dtype``) serves both runs; its
 ``prefix_reuse`` switch is flipped between them, its token counter reset and its kept heads dropped. The runs alternate
 on, off, on, off ... (``--repeats`` each) in fresh folders, after one untimed warm-up call, so both see the
-same machine. Outputs are compared field by field (first answers, critiques, revisions, final answers, the
+same machine. Each run's time is split into decoding (the model's ``generate`` calls: each row's last prompt
+token and every new one) and the rest (prompt passes, scoring, the engine); reuse saves only the rest, so the
+split bounds the ratio: ``(decoding + rest off) / (decoding + rest on)``, at most ``rest off / rest on`` were
+decoding free. Outputs are compared field by field (first answers, critiques, revisions, final answers, the
 judge's probabilities): under greedy decoding in fp32 they should be equal; in bf16 the shared prefix is
 computed in a different batch shape, so rounding may flip a token now and then (counted, not hidden).
 
@@ -88,7 +91,19 @@ def main() -> None:
     def same(spec: str, **_: Any) -> Backend:
         return backend
 
+    decoding = [0.0]
+    model_generate = backend.model.generate  # type: ignore[attr-defined]
+
+    def timed_generate(*args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return model_generate(*args, **kwargs)
+        finally:
+            decoding[0] += time.perf_counter() - start
+
+    backend.model.generate = timed_generate  # type: ignore[attr-defined]
     seconds: dict[bool, list[float]] = {True: [], False: []}
+    decoded: dict[bool, list[float]] = {True: [], False: []}
     results: dict[bool, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for n in range(args.repeats):
@@ -98,10 +113,12 @@ def main() -> None:
                 backend.heads.clear()  # type: ignore[attr-defined]  # each run starts with no heads kept
                 out = Path(tmp) / f"run-{n}-{reuse}"
                 config = redteam_job(out, args.prompts, args.revisions, args.max_new_tokens, args.batch_size)
+                decoding[0] = 0.0
                 start = time.perf_counter()
                 summary = generate(config, progress=False, backends=same)
                 took = time.perf_counter() - start
                 seconds[reuse].append(took)
+                decoded[reuse].append(decoding[0])
                 results[reuse] = outputs(out)
                 if args.keep:
                     shutil.copytree(out, args.keep / out.name, dirs_exist_ok=True)
@@ -109,9 +126,16 @@ def main() -> None:
                 assert tokens is not None and tokens == RunDir.read_manifest(out).prompt_tokens
                 print(
                     f"prefix reuse {'on ' if reuse else 'off'}: {took:7.1f} s; prompt tokens computed "
-                    f"{tokens.computed} of {tokens.requested} requested ({tokens.computed / tokens.requested:.0%})"
+                    f"{tokens.computed} of {tokens.requested} requested ({tokens.computed / tokens.requested:.0%}); "
+                    f"decoding {decoding[0]:.1f} s, the rest {took - decoding[0]:.1f} s"
                 )
     on, off = statistics.median(seconds[True]), statistics.median(seconds[False])
+    dec_on, dec_off = statistics.median(decoded[True]), statistics.median(decoded[False])
+    print(
+        f"the rest (all but decoding): {off - dec_off:.1f} s off vs {on - dec_on:.1f} s on, "
+        f"{(off - dec_off) / (on - dec_on):.2f}x; decoding {dec_off:.1f} s off vs {dec_on:.1f} s on "
+        f"({dec_on / on:.0%} of the run with reuse)"
+    )
     differ = sorted(k for k in results[True] if results[True][k] != results[False].get(k))
     print(
         f"{args.prompts} prompts, {args.revisions} revisions, judge on, greedy, max {args.max_new_tokens} new tokens: "
