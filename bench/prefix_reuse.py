@@ -4,14 +4,15 @@ Target of issue 19: on the builtin red-team set, the default constitution, 64 pr
 prompt tokens computed at most 60% of those requested, `cai generate` at least 1.5x faster than with reuse off,
 the same outputs under greedy decoding.
 
-One model object (the embedded model, the engine's dtype unless ``--dtype``) serves both runs; its
-``prefix_reuse`` switch is flipped between them, its token counter reset and its kept heads dropped. The runs alternate
-on, off, on, off ... (``--repeats`` each) in fresh folders, after one untimed warm-up call, so both see the
-same machine. Each run's time is split into decoding (the model's ``generate`` calls: each row's last prompt
-token and every new one) and the rest (prompt passes, scoring, the engine); reuse saves only the rest, so the
-split bounds the ratio: ``(decoding + rest off) / (decoding + rest on)``, at most ``rest off / rest on`` were
-decoding free. Outputs are compared field by field (first answers, critiques, revisions, final answers, the
-judge's probabilities): under greedy decoding in fp32 they should be equal; in bf16 the shared prefix is
+One model object (the embedded model, the engine's dtype unless ``--dtype``) serves both runs; its ``prefix_reuse``
+switch is flipped between them, its token counter reset and its kept heads dropped. The runs alternate on, off, on,
+off ... (``--repeats`` each) in fresh folders, after one untimed warm-up call, so both see the same machine. Each
+run's time is split into decoding (the model's ``generate`` calls: each row's last prompt token and every new one,
+and the whole prompts of a batch without heads that fits one prompt pass, which ``generate`` runs itself: short
+first-answer prompts with reuse off) and the rest (prompt passes, scoring, the engine); reuse saves only the rest,
+so the split bounds the ratio: ``(decoding + rest off) / (decoding + rest on)`` would reach ``rest off / rest on``
+only if decoding were free. Outputs are compared field by field (first answers, critiques, revisions, final answers,
+the judge's probabilities): under greedy decoding in fp32 they should be equal; in bf16 the shared prefix is
 computed in a different batch shape, so rounding may flip a token now and then (counted, not hidden).
 
     python bench/prefix_reuse.py [--prompts 64] [--revisions 2] [--max-new-tokens 64] [--dtype auto] [--repeats 1]
@@ -131,9 +132,10 @@ def main() -> None:
                 )
     on, off = statistics.median(seconds[True]), statistics.median(seconds[False])
     dec_on, dec_off = statistics.median(decoded[True]), statistics.median(decoded[False])
+    rest = {r: statistics.median(t - d for t, d in zip(seconds[r], decoded[r], strict=True)) for r in (True, False)}
     print(
-        f"the rest (all but decoding): {off - dec_off:.1f} s off vs {on - dec_on:.1f} s on, "
-        f"{(off - dec_off) / (on - dec_on):.2f}x; decoding {dec_off:.1f} s off vs {dec_on:.1f} s on "
+        f"the rest (all but decoding): {rest[False]:.1f} s off vs {rest[True]:.1f} s on, "
+        f"{rest[False] / rest[True]:.2f}x; decoding {dec_off:.1f} s off vs {dec_on:.1f} s on "
         f"({dec_on / on:.0%} of the run with reuse)"
     )
     differ = sorted(k for k in results[True] if results[True][k] != results[False].get(k))
